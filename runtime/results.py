@@ -1,0 +1,53 @@
+"""What a query returns: the scene it ran on and the chosen mask, as plain dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Scene:
+    """Everything that depends on the image only; score any number of expressions against it."""
+
+    image_size: tuple[int, int]  # (H, W)
+    masks: np.ndarray  # K×H×W bool
+    boxes: np.ndarray  # K×4 int64, tight [x0, y0, x1, y1) boxes
+    global_features: np.ndarray  # K×E float32, f^G (SPEC §2), unnormalised
+    local_features: np.ndarray  # K×E float32, f^L (SPEC §3), unnormalised
+    timings: dict[str, float] = field(default_factory=dict)  # stage → milliseconds
+
+    @property
+    def num_masks(self) -> int:
+        return int(self.masks.shape[0])
+
+
+@dataclass
+class Result:
+    """The referred mask for one expression, with everything a caller needs to act on it."""
+
+    text: str  # the expression as given
+    sentence: str  # s': what CLIP encoded (SPEC §5.1)
+    noun_phrase: str  # NP of s' (SPEC §5.2)
+    scores: np.ndarray  # K float32, 100·cos(f_k, t)
+    index: int  # argmax of scores, ties to the lowest index
+    masks: np.ndarray  # K×H×W bool, the candidates scored
+    boxes: np.ndarray  # K×4 int64
+    alpha: float
+    beta: float
+    truncated: bool = False  # the expression was cut to the text context
+    timings: dict[str, float] = field(default_factory=dict)  # stage → milliseconds
+
+    @property
+    def mask(self) -> np.ndarray:
+        return self.masks[self.index]
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = (int(v) for v in self.boxes[self.index])
+        return x0, y0, x1, y1
+
+    @property
+    def score(self) -> float:
+        return float(self.scores[self.index])
