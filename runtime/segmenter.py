@@ -1,0 +1,131 @@
+"""The split predictor: encode an image once (`Scene`), then query it with any number of
+expressions. Per image: one trunk call, one masked-head call and one crop-encoder call for all K
+masks; per new expression: one text call for s' and its noun phrase together."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .backends import Backend, create_backend
+from .crop_batcher import masked_crops
+from .errors import MaskError
+from .image import as_rgb, normalise
+from .mask_grid import mask_grid
+from .masks import tight_boxes, validate_masks
+from .pack import ClipSettings, Pack, load_pack
+from .resize import resize_bilinear
+from .results import Result, Scene
+from .scoring import fuse_and_score
+from .text import ExpressionParser, Phrases
+from .tokenizer import ClipTokenizer
+
+TEXT_CACHE_SIZE = 256
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
+
+
+class Segmenter:
+    def __init__(self, pack: Pack, backend: Backend, alpha: float | None = None,
+                 beta: float | None = None, spacy_model: str | None = None) -> None:
+        self.pack = pack
+        self.settings: ClipSettings = pack.clip
+        self.backend = backend
+        self.alpha = self.settings.alpha if alpha is None else float(alpha)
+        self.beta = self.settings.beta if beta is None else float(beta)
+        self.parser = ExpressionParser(spacy_model or self.settings.spacy_model)
+        s = self.settings
+        self.tokenizer = ClipTokenizer(pack.path("tokenizer.json"), s.context_length,
+                                       s.start_token, s.end_token, s.pad_token)
+        self._text_cache: OrderedDict[str, tuple[Phrases, np.ndarray, np.ndarray, bool]] = \
+            OrderedDict()
+
+    @classmethod
+    def from_pack(cls, path: str | os.PathLike[str], backend: str = "cpu",
+                  alpha: float | None = None, beta: float | None = None,
+                  spacy_model: str | None = None, threads: int | None = None,
+                  verify: bool = True) -> Segmenter:
+        """Load and verify a pack, and bind it to a backend ("cpu" or "auto")."""
+        pack = load_pack(Path(path), verify=verify)
+        return cls(pack, create_backend(pack, backend, threads=threads), alpha, beta, spacy_model)
+
+    @property
+    def spacy_model(self) -> str:
+        return self.parser.spacy_model
+
+    def encode_image(self, image: np.ndarray | str | os.PathLike[str],
+                     masks: np.ndarray | None = None) -> Scene:
+        """f^G and f^L of every mask (SPEC §1–3)."""
+        if masks is None:
+            raise MaskError("this pack has no proposer yet: pass masks (K×H×W bool)")
+        timings: dict[str, float] = {}
+        s = self.settings
+        with _timed(timings, "decode"):
+            rgb = as_rgb(image)
+        with _timed(timings, "preprocess"):
+            masks = validate_masks(masks, rgb.shape[:2])
+            boxes = tight_boxes(masks)
+            xn = normalise(rgb, s.mean, s.std)
+            square = resize_bilinear(xn, (s.image_size, s.image_size))[None]
+        with _timed(timings, "trunk"):
+            tokens = self.backend.run("clip_trunk", {"image": square})[0]
+        with _timed(timings, "mask_grid"):
+            grid = mask_grid(masks, s.grid)
+        with _timed(timings, "masked_head"):
+            fg = self.backend.run_batched("clip_masked_head",
+                                          {"tokens": tokens, "grid_masks": grid},
+                                          ("grid_masks",))
+        with _timed(timings, "crops"):
+            crops = masked_crops(xn, masks, boxes, np.asarray(s.fill), s.image_size)
+        with _timed(timings, "crop_encoder"):
+            fl = self.backend.run_batched("clip_image", {"images": crops}, ("images",))
+        return Scene(rgb.shape[:2], masks, boxes, fg, fl, timings)
+
+    def encode_text(self, text: str) -> tuple[Phrases, np.ndarray, np.ndarray, bool]:
+        """(phrases, CLIP(s'), CLIP(NP), truncated), cached by expression."""
+        cached = self._text_cache.get(text)
+        if cached is not None:
+            self._text_cache.move_to_end(text)
+            return cached
+        phrases = self.parser.parse(text)
+        unique = list(dict.fromkeys([phrases.sentence, phrases.noun_phrase]))
+        batch = self.tokenizer.encode(unique)
+        features = self.backend.run("clip_text", {"ids": batch.ids, "end_index": batch.end_index})[0]
+        entry = (phrases, features[0], features[-1], any(batch.truncated))
+        self._text_cache[text] = entry
+        if len(self._text_cache) > TEXT_CACHE_SIZE:
+            self._text_cache.popitem(last=False)
+        return entry
+
+    def query(self, scene: Scene, text: str, alpha: float | None = None,
+              beta: float | None = None) -> Result:
+        """Score every mask of `scene` against `text` (SPEC §4–6)."""
+        alpha = self.alpha if alpha is None else float(alpha)
+        beta = self.beta if beta is None else float(beta)
+        timings = dict(scene.timings)
+        with _timed(timings, "text"):
+            phrases, t_sentence, t_phrase, truncated = self.encode_text(text)
+        with _timed(timings, "score"):
+            scores = fuse_and_score(scene.global_features, scene.local_features,
+                                    t_sentence, t_phrase, alpha, beta)
+        return Result(text=text, sentence=phrases.sentence, noun_phrase=phrases.noun_phrase,
+                      scores=scores, index=int(np.argmax(scores)), masks=scene.masks,
+                      boxes=scene.boxes, alpha=alpha, beta=beta, truncated=truncated,
+                      timings=timings)
+
+    def segment(self, image: np.ndarray | str | os.PathLike[str], text: str,
+                masks: np.ndarray | None = None) -> Result:
+        """One image, one expression: `query(encode_image(image, masks), text)`."""
+        self.parser.parse(text)  # reject a bad expression before paying for the image
+        return self.query(self.encode_image(image, masks), text)

