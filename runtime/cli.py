@@ -1,0 +1,140 @@
+"""`zsris-rt IMAGE TEXT [TEXT ...]`: the referred mask of each expression, for a person or a robot.
+
+The image is encoded once and every expression is scored against that one scene. Every output is
+rendered in memory first and written atomically, so a failure leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ZsrisError
+
+EPILOG = """\
+examples:
+  zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --masks masks.npz --overlay out.png
+  zsris-rt kitchen.jpg "the red mug" "the laptop" --pack engines/b32 --masks masks.json --json
+
+With several expressions, --out and --overlay get the expression's number before the suffix
+(mask-1.png, mask-2.png, ...). Exit status: 0 on success, 2 on bad input (one-line message).
+Set ZSRIS_DEBUG=1 to see a traceback instead of the one-line message.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsris-rt",
+        description="Zero-shot referring image segmentation: pick the mask that an expression "
+                    "refers to (Global-Local CLIP, no PyTorch).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", help="RGB image file (JPEG, PNG, ...)")
+    parser.add_argument("texts", nargs="+", metavar="TEXT", help="referring expression(s)")
+    parser.add_argument("--pack", required=True, help="model pack folder (see zsris-export)")
+    parser.add_argument("--masks", help="candidate masks: .npz/.npy with a K×H×W bool array, or "
+                                        "COCO-style JSON (RLE or polygons)")
+    parser.add_argument("--out", type=Path, help="write the chosen mask as a PNG (0/255)")
+    parser.add_argument("--overlay", type=Path, help="write the image with the mask, box and "
+                                                     "label drawn on it")
+    parser.add_argument("--json", action="store_true", help="print one JSON document to stdout: "
+                        "index, score, box, area, centroid, angle, RLE, all scores, timings")
+    parser.add_argument("--alpha", type=float, help="global weight α, overriding the pack's "
+                                                    "(0.95 RefCOCO style, 0.85 RefCOCOg style)")
+    parser.add_argument("--beta", type=float, help="sentence weight β, overriding the pack's")
+    parser.add_argument("--backend", default="cpu", choices=("auto", "cpu"),
+                        help="inference backend (default cpu: ONNX Runtime)")
+    parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime "
+                                                    "(default: all cores)")
+    parser.add_argument("--spacy-model", help="spaCy pipeline for parsing expressions "
+                                              "(default: the pack's)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the sha256 check of the pack's files (faster start)")
+    return parser
+
+
+def numbered(path: Path | None, number: int, total: int) -> Path | None:
+    if path is None or total == 1:
+        return path
+    return path.with_name(f"{path.stem}-{number}{path.suffix}")
+
+
+def _check_weight(name: str, value: float | None) -> None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ZsrisError(f"--{name} must lie in [0, 1], got {value}")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .masks import load_masks
+    from .outputs import encode_png, render_overlay, result_to_dict, write_files_atomically
+    from .image import read_image
+    from .segmenter import Segmenter
+
+    _check_weight("alpha", args.alpha)
+    _check_weight("beta", args.beta)
+    for path in (args.out, args.overlay):
+        if path is not None and not path.parent.is_dir():
+            raise ZsrisError(f"{path}: folder {path.parent} does not exist")
+    image = read_image(args.image)
+    seg = Segmenter.from_pack(args.pack, backend=args.backend, alpha=args.alpha, beta=args.beta,
+                              spacy_model=args.spacy_model, threads=args.threads,
+                              verify=not args.no_verify)
+    for text in args.texts:  # reject a bad expression before paying for the image
+        seg.parser.parse(text)
+    masks = load_masks(args.masks, image.shape[:2]) if args.masks else None
+    scene = seg.encode_image(image, masks)
+    files: dict[Path, bytes] = {}
+    records = []
+    total = len(args.texts)
+    for number, text in enumerate(args.texts, start=1):
+        result = seg.query(scene, text)
+        record = result_to_dict(result, seg.backend.name, seg.spacy_model)
+        out, overlay = numbered(args.out, number, total), numbered(args.overlay, number, total)
+        if out is not None:
+            files[out] = encode_png(result.mask)
+            record["mask_file"] = str(out)
+        if overlay is not None:
+            label = f'"{result.text}" {result.score:.1f}'
+            files[overlay] = encode_png(render_overlay(image, result.mask, result.box, label))
+            record["overlay_file"] = str(overlay)
+        records.append(record)
+    write_files_atomically(files)
+    return {"image": str(args.image), "image_size": list(scene.image_size),
+            "num_masks": scene.num_masks, "pack": str(args.pack),
+            **seg.backend.describe(), "results": records}
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    x0, y0, x1, y1 = record["box"]
+    line = (f'"{record["text"]}": mask {record["index"]} of {record["num_masks"]}, '
+            f'score {record["score"]:.2f}, box [{x0}, {y0}, {x1}, {y1}), '
+            f'area {record["area"]} px, noun phrase "{record["noun_phrase"]}"')
+    if record.get("truncated"):
+        line += " (expression truncated to the text context)"
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except ZsrisError as exc:
+        if os.environ.get("ZSRIS_DEBUG"):
+            raise
+        print(f"zsris-rt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for record in report["results"]:
+            print(summary_line(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

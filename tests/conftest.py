@@ -1,0 +1,57 @@
+"""Shared fixtures: one tiny random CLIP, exported once per session by the real exporter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from zsris_rt.export.random_checkpoint import write_random_clip
+
+    return write_random_clip(tmp_path_factory.mktemp("ckpt") / "tiny-clip", "tiny", seed=1)
+
+
+@pytest.fixture(scope="session")
+def pack_dir(clip_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from zsris_rt.export.cli import main
+
+    out = tmp_path_factory.mktemp("packs") / "tiny"
+    assert main(["clip", str(clip_folder), "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def segmenter(pack_dir: Path):
+    from zsris_rt import Segmenter
+
+    return Segmenter.from_pack(pack_dir)
+
+
+@pytest.fixture(scope="session")
+def reference(clip_folder: Path):
+    from zsris_rt.export.checkpoints import load_clip
+    from zsris_rt.export.reference import GlobalLocalReference
+
+    return GlobalLocalReference(load_clip(clip_folder).model)
+
+
+def random_scene(rng: np.random.Generator, h: int, w: int, k: int) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+    """A smooth random image and K random blob masks (ellipses), none empty."""
+    import cv2
+
+    noise = rng.integers(0, 256, (max(h // 8, 1), max(w // 8, 1), 3), dtype=np.uint8)
+    image = cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
+    masks = np.zeros((k, h, w), dtype=bool)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(k):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(1, h / 2 + 1), rng.uniform(1, w / 2 + 1)
+        masks[i] = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        if not masks[i].any():
+            masks[i, int(cy) % h, int(cx) % w] = True
+    return image, masks
