@@ -31,11 +31,12 @@ def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+        names = archive.namelist()
+    return any(name.endswith("constants.pkl") or "/code/" in name for name in names)
 
 
 def _unwrap(state: object) -> dict[str, torch.Tensor]:
-    """Strip training-checkpoint wrappers: {"state_dict": …} and DistributedDataParallel prefixes."""
+    """Strip training-checkpoint wrappers: {"state_dict": …} and DataParallel `module.` prefixes."""
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

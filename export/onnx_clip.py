@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -98,7 +98,7 @@ def clip_graph_specs(model: ClipModel, masked_blocks: int, seed: int = 0) -> lis
     if not 1 <= masked_blocks <= cfg.vision_layers:
         raise ZsrisError(f"masked blocks k={masked_blocks} must lie in 1..{cfg.vision_layers}")
     gen = torch.Generator().manual_seed(seed)
-    s, g, t = cfg.image_size, cfg.grid, cfg.grid * cfg.grid + 1
+    s, g = cfg.image_size, cfg.grid
     images = torch.randn(3, 3, s, s, generator=gen)
     with torch.no_grad():
         tokens = TrunkGraph(model, masked_blocks)(images[:1])

@@ -75,7 +75,7 @@ class GlobalLocalReference:
 
     @torch.no_grad()
     def local_features(self, xn: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """§3: fill outside the mask, crop the tight box, squash to S×S, encode. One mask at a time."""
+        """§3: fill outside the mask, crop the tight box, squash to S×S, encode; mask by mask."""
         crops = []
         for mask in masks:
             m = mask.float()[None, None]

@@ -75,13 +75,3 @@ def build_clip_tokenizer(merges_path: Path | None = None) -> Tokenizer:
     tok.add_special_tokens([START, END])
     return tok
 
-
-def write_vocab_files(folder: Path, merges_path: Path | None = None) -> None:
-    """vocab.json + merges.txt, the slow-tokenizer layout (used by tests as an independent check)."""
-    import json
-
-    vocab, merges = clip_vocab_and_merges(merges_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
-    (folder / "merges.txt").write_text(
-        "#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n", encoding="utf-8")

@@ -68,9 +68,9 @@ def _check_weight(name: str, value: float | None) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .image import read_image
     from .masks import load_masks
     from .outputs import encode_png, render_overlay, result_to_dict, write_files_atomically
-    from .image import read_image
     from .segmenter import Segmenter
 
     _check_weight("alpha", args.alpha)

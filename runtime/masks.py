@@ -36,18 +36,23 @@ def validate_masks(masks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray
         shape = "×".join(str(n) for n in masks.shape) or "scalar"
         raise MaskError(f"masks must be H×W or K×H×W, got {masks.ndim} dimensions ({shape})")
     kind = masks.dtype
-    if not (kind == np.bool_ or np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)):
+    if not (
+        kind == np.bool_ or np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)
+    ):
         raise MaskError(f"masks must be bool, integer or float, not {kind}")
     if masks.shape[0] == 0:
         raise MaskError("no masks given (K = 0)")
     if tuple(masks.shape[1:]) != tuple(image_size):
-        raise MaskError(f"masks are {_hw(masks.shape[1:])} (H×W) but the image is {_hw(image_size)}")
+        raise MaskError(
+            f"masks are {_hw(masks.shape[1:])} (H×W) but the image is {_hw(image_size)}"
+        )
     if kind != np.bool_:
         bad = (masks != 0) & (masks != 1)
         if bad.any():
             k, y, x = np.unravel_index(int(bad.argmax()), masks.shape)
             raise MaskError(
-                f"mask values must be 0 or 1 (or bool): mask {k} has {masks[k, y, x]} at x={x}, y={y}"
+                f"mask values must be 0 or 1 (or bool): "
+                f"mask {k} has {masks[k, y, x]} at x={x}, y={y}"
             )
         masks = masks != 0
     empty = np.flatnonzero(~masks.any(axis=(1, 2)))
@@ -83,7 +88,7 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
 
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of one H×W mask as a JSON-ready dict {"size": [h, w], "counts": str}."""
-    rle = coco_mask.encode(np.asfortranarray(mask, dtype=np.uint8))
+    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=bool), dtype=np.uint8))
     return {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
@@ -127,18 +132,17 @@ def _decode_all(rles: list[dict[str, Any]], size: tuple[int, int]) -> np.ndarray
     pycocotools leaves pixels after a too-short RLE uninitialised, so each decoded mask's pixel
     count is checked against the RLE's own area: garbage shows up as extra non-zero pixels.
     """
-    if not rles:
-        return np.zeros((0, *size), dtype=bool)
-    try:
-        decoded = coco_mask.decode(rles)  # H×W×K, Fortran order
-        areas = coco_mask.area(rles)
-    except (TypeError, ValueError) as exc:
-        raise MaskError(f"invalid RLE ({_one_line(exc)})") from None
-    decoded = np.ascontiguousarray(decoded.transpose(2, 0, 1))
-    bad = np.flatnonzero(np.count_nonzero(decoded, axis=(1, 2)) != areas)
-    if bad.size:
-        raise MaskError(f"mask {bad[0]}: RLE counts do not add up to {_hw(size)} pixels")
-    return decoded != 0
+    masks = np.empty((len(rles), *size), dtype=bool)
+    for k, rle in enumerate(rles):
+        try:
+            decoded = coco_mask.decode(rle)  # H×W uint8, Fortran order
+            area = int(coco_mask.area(rle))
+        except (TypeError, ValueError) as exc:
+            raise MaskError(f"mask {k}: invalid RLE ({_one_line(exc)})") from None
+        if np.count_nonzero(decoded) != area:
+            raise MaskError(f"mask {k}: RLE counts do not add up to {_hw(size)} pixels")
+        masks[k] = decoded
+    return masks
 
 
 def _polygon_rle(polygons: list[Any], size: tuple[int, int], what: str) -> dict[str, Any]:
@@ -152,7 +156,9 @@ def _polygon_rle(polygons: list[Any], size: tuple[int, int], what: str) -> dict[
         if not isinstance(poly, list) or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly
         ):
-            raise MaskError(f"{what}: a polygon must be a flat list of numbers [x0, y0, x1, y1, ...]")
+            raise MaskError(
+                f"{what}: a polygon must be a flat list of numbers [x0, y0, x1, y1, ...]"
+            )
         if len(poly) % 2:
             raise MaskError(f"{what}: polygon has an odd number of coordinates ({len(poly)})")
         if len(poly) >= 6:
@@ -179,7 +185,8 @@ def _coco_segmentations(data: Any) -> list[Any]:
         data = data["annotations"]
     if not isinstance(data, list):
         raise MaskError(
-            'JSON masks must be a list of annotations or segmentations, or a dict with "annotations"'
+            "JSON masks must be a list of annotations or segmentations, "
+            'or a dict with "annotations"'
         )
     image_ids = list(
         dict.fromkeys(str(a["image_id"]) for a in data if isinstance(a, dict) and "image_id" in a)
@@ -208,11 +215,16 @@ def _load_json(path: Path, image_size: tuple[int, int]) -> np.ndarray:
         raise MaskError(f"not valid JSON ({_one_line(exc)})") from None
     size = (int(image_size[0]), int(image_size[1]))
     segs = _coco_segmentations(data)
-    return _decode_all([_segmentation_rle(seg, size, f"mask {i}") for i, seg in enumerate(segs)], size)
+    return _decode_all(
+        [_segmentation_rle(seg, size, f"mask {i}") for i, seg in enumerate(segs)], size
+    )
 
 
 def _load_numpy(path: Path) -> np.ndarray:
-    """Array of an .npy, or of an .npz under "masks" or as its only member (np.load sniffs which)."""
+    """Array of an .npy, or of an .npz under "masks" or as its only member.
+
+    np.load sniffs the format, so a file with the other of the two suffixes still loads.
+    """
     data = np.load(path, allow_pickle=False)
     if isinstance(data, np.ndarray):
         return data
@@ -235,7 +247,9 @@ def load_masks(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".npy", ".json"):
-        raise MaskError(f"{path}: unknown mask file type {suffix or '(none)'}: use .npz, .npy or .json")
+        raise MaskError(
+            f"{path}: unknown mask file type {suffix or '(none)'}: use .npz, .npy or .json"
+        )
     if not path.exists():
         raise MaskError(f"mask file not found: {path}")
     if not path.is_file():
@@ -246,4 +260,6 @@ def load_masks(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
     except MaskError as exc:
         raise MaskError(f"{path}: {exc}") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise MaskError(f"{path}: cannot read masks ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise MaskError(
+            f"{path}: cannot read masks ({type(exc).__name__}: {_one_line(exc)})"
+        ) from None

@@ -53,9 +53,14 @@ def mask_geometry(mask: np.ndarray) -> dict[str, Any]:
     }
 
 
+_ASCII_PUNCTUATION = str.maketrans(
+    {"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'", "\u2013": "-", "\u2014": "-"}
+)
+
+
 def _printable(label: str) -> str:
-    """OpenCV's Hershey fonts draw ASCII only: strip accents, show anything else as '?'."""
-    decomposed = unicodedata.normalize("NFKD", label)
+    """OpenCV's Hershey fonts draw ASCII only: straighten quotes, strip accents, else '?'."""
+    decomposed = unicodedata.normalize("NFKD", label.translate(_ASCII_PUNCTUATION))
     return "".join(c if c.isascii() else "?" for c in decomposed if not unicodedata.combining(c))
 
 
@@ -79,10 +84,14 @@ def render_overlay(
 
     out = np.ascontiguousarray(image, dtype=np.uint8).copy()
     colour = np.array(OVERLAY_RGB, dtype=np.float32)
-    out[mask] = (out[mask] * (1.0 - OVERLAY_ALPHA) + colour * OVERLAY_ALPHA).round().astype(np.uint8)
+    out[mask] = (
+        (out[mask] * (1.0 - OVERLAY_ALPHA) + colour * OVERLAY_ALPHA).round().astype(np.uint8)
+    )
 
     line = max(1, round(min(h, w) / 320))
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
     cv2.drawContours(out, contours, -1, OVERLAY_RGB, line, cv2.LINE_AA)
     x0, y0, x1, y1 = (int(v) for v in box)
     cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), OVERLAY_RGB, line)
@@ -120,7 +129,9 @@ def encode_png(array: np.ndarray) -> bytes:
     elif array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
         pixels = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2BGR)
     else:
-        raise ValueError(f"encode_png needs H×W×3 uint8 or H×W bool/uint8, got {array.dtype} {array.shape}")
+        raise ValueError(
+            f"encode_png needs H×W×3 uint8 or H×W bool/uint8, got {array.dtype} {array.shape}"
+        )
     ok, buf = cv2.imencode(".png", pixels)
     if not ok:
         raise ZsrisError(f"could not encode a {array.shape} array as PNG")
@@ -135,21 +146,21 @@ def write_files_atomically(files: dict[Path, bytes]) -> None:
     between renames (rare: same folder, names checked first) can leave earlier files replaced.
     """
     targets = [Path(p) for p in files]
-    for path in targets:
-        if not path.parent.is_dir():
-            raise ZsrisError(f"output folder does not exist: {path.parent}")
-        if path.is_dir():
-            raise ZsrisError(f"output path is a folder: {path}")
     temps: list[Path] = []
     current: Path | None = None
     try:
-        for current, data in zip(targets, files.values()):
+        for current in targets:
+            if not current.parent.is_dir():
+                raise ZsrisError(f"output folder does not exist: {current.parent}")
+            if current.is_dir():
+                raise ZsrisError(f"output path is a folder: {current}")
+        for current, data in zip(targets, files.values(), strict=True):
             temp = current.parent / f".zsris-{secrets.token_hex(6)}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours umask
             temps.append(temp)
             with open(fd, "wb") as f:
                 f.write(data)
-        for temp, current in zip(temps, targets):
+        for temp, current in zip(temps, targets, strict=True):
             os.replace(temp, current)
     except BaseException as exc:
         for temp in temps:

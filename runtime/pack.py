@@ -81,9 +81,8 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise PackError(
-                f"manifest schema {data.get('schema_version')!r} is not the supported {SCHEMA_VERSION}"
-            )
+            raise PackError(f"manifest schema {data.get('schema_version')!r} is not the "
+                            f"supported {SCHEMA_VERSION}")
         return cls(
             clip=ClipSettings.from_dict(data["clip"]),
             files=dict(data["files"]),

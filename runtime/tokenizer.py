@@ -1,4 +1,4 @@
-"""CLIP BPE tokenisation from a pack's `tokenizer.json`, with OpenAI's text cleaning applied first."""
+"""CLIP BPE tokenisation from a pack's `tokenizer.json`, OpenAI's text cleaning applied first."""
 
 from __future__ import annotations
 
