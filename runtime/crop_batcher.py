@@ -25,16 +25,12 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
     for i in range(k):
         x0, y0, x1, y1 = (int(v) for v in boxes[i])
         ylo, yhi, wy = source_taps(y1 - y0, size, y0)
-        xlo, xhi, wx = source_taps(x1 - x0, size, x0)
-        cols = np.concatenate([xlo, xhi])
-        rows = []
-        for ys in (ylo, yhi):
-            pix = normalised[:, ys][:, :, cols]  # 3×S×2S: the four taps of every output sample
-            keep = masks[i, ys][:, cols]
-            rows.append(np.where(keep, pix, fill))
-        top, bottom = rows
+        xlo, xhi, wx = source_taps(x1 - x0, size, 0)
+        rows = np.concatenate([ylo, yhi])
+        # The 2S source rows the taps read, limited to the box's columns, filled outside the mask.
+        filled = np.where(masks[i, rows, x0:x1], normalised[:, rows, x0:x1], fill)  # 3×2S×bw
         wy = wy.reshape(1, size, 1)
-        blend = top * (1 - wy) + bottom * wy  # 3×S×2S
+        blend = filled[:, :size] * (1 - wy) + filled[:, size:] * wy  # 3×S×bw
         wx = wx.reshape(1, 1, size)
-        out[i] = blend[:, :, :size] * (1 - wx) + blend[:, :, size:] * wx
+        out[i] = blend.take(xlo, axis=2) * (1 - wx) + blend.take(xhi, axis=2) * wx
     return out

@@ -34,12 +34,17 @@ def lerp_axis(x: np.ndarray, taps: tuple[np.ndarray, np.ndarray, np.ndarray],
     shape = [1] * x.ndim
     shape[axis] = w.size
     w = w.reshape(shape)
-    return np.take(x, lo, axis=axis) * (1 - w) + np.take(x, hi, axis=axis) * w
+    # Gather first, convert after: a bool or uint8 input is never expanded to float32 whole.
+    a = np.take(x, lo, axis=axis).astype(np.float32)
+    b = np.take(x, hi, axis=axis).astype(np.float32)
+    return a * (1 - w) + b * w
 
 
 def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize the last two axes of `x` (…×H×W) to `size` = (out_h, out_w); float32 out."""
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.bool_, np.uint8):
+        x = x.astype(np.float32)
     h, w = x.shape[-2:]
     out = lerp_axis(x, source_taps(h, size[0]), x.ndim - 2)
     return lerp_axis(out, source_taps(w, size[1]), x.ndim - 1)
