@@ -47,11 +47,13 @@ def _unwrap(state: object) -> dict[str, torch.Tensor]:
 
 
 def _count(state: dict[str, torch.Tensor], prefix: str) -> int:
-    return len({k.split(".")[len(prefix.split("."))] for k in state if k.startswith(prefix)})
+    return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
 
 
-def config_from_openai_state(state: dict[str, torch.Tensor], activation: str) -> ClipConfig:
-    """OpenAI's `build_model` geometry rules: heads = width / 64."""
+def config_from_openai_state(state: dict[str, torch.Tensor], activation: str,
+                             heads: tuple[int | None, int | None] = (None, None)) -> ClipConfig:
+    """OpenAI's `build_model` geometry rules; heads = width / 64 unless `heads` says otherwise
+    (the weights cannot tell: open_clip ViT-H/14 and bigG/14 use 80-wide heads)."""
     if "visual.proj" not in state or "visual.conv1.weight" not in state:
         raise ZsrisError("not a ViT CLIP state dict (no visual.proj / visual.conv1); ResNet CLIP "
                          "is not supported yet")
@@ -65,14 +67,26 @@ def config_from_openai_state(state: dict[str, torch.Tensor], activation: str) ->
         patch_size=patch,
         vision_width=vision_width,
         vision_layers=_count(state, "visual.transformer.resblocks."),
-        vision_heads=max(1, vision_width // 64),
+        vision_heads=heads[0] or max(1, vision_width // 64),
         context_length=state["positional_embedding"].shape[0],
         vocab_size=state["token_embedding.weight"].shape[0],
         text_width=text_width,
         text_layers=_count(state, "transformer.resblocks."),
-        text_heads=max(1, text_width // 64),
+        text_heads=heads[1] or max(1, text_width // 64),
         activation=activation,
+        vision_mlp_width=_mlp_width(state, "visual.transformer.resblocks.0."),
+        text_mlp_width=_mlp_width(state, "transformer.resblocks.0."),
     )
+
+
+def _mlp_width(state: dict[str, torch.Tensor], block: str) -> int:
+    weight = state.get(f"{block}mlp.c_fc.weight")
+    return 0 if weight is None else _nonstandard(int(weight.shape[0]), int(weight.shape[1]))
+
+
+def _nonstandard(hidden: int, width: int) -> int:
+    """ClipConfig's convention: 0 stands for the usual 4 × width MLP."""
+    return 0 if hidden == 4 * width else hidden
 
 
 def _hf_to_openai(hf: dict[str, torch.Tensor], vision_layers: int, text_layers: int) -> dict:
@@ -145,6 +159,9 @@ def _load_hf_folder(folder: Path) -> ClipModel:
         text_heads=tc.get("num_attention_heads", 8),
         activation=activation,
         layer_norm_eps=vc.get("layer_norm_eps", 1e-5),
+        vision_mlp_width=_nonstandard(vc.get("intermediate_size", 3072),
+                                      vc.get("hidden_size", 768)),
+        text_mlp_width=_nonstandard(tc.get("intermediate_size", 2048), tc.get("hidden_size", 512)),
     )
     try:
         state = _hf_to_openai(hf, cfg.vision_layers, cfg.text_layers)
@@ -158,11 +175,23 @@ def _build(cfg: ClipConfig, state: dict[str, torch.Tensor], where: str) -> ClipM
     state = {k: v.float() for k, v in state.items() if k not in ("input_resolution",
                                                                   "context_length", "vocab_size",
                                                                   "attn_mask", "logit_bias")}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise ZsrisError(f"{where}: weights do not fit a ViT CLIP ({detail})") from None
     if missing or unexpected:
         raise ZsrisError(f"{where}: weights do not fit a ViT CLIP (missing {missing[:3]}, "
                          f"unexpected {unexpected[:3]})")
     return model.eval()
+
+
+def _torch_load(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad archive
+        raise ZsrisError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") \
+            from None
 
 
 def detect_format(path: Path) -> str:
@@ -170,16 +199,18 @@ def detect_format(path: Path) -> str:
         return "hf"
     if _is_torchscript(path):
         return "openai"
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _torch_load(path)
     if isinstance(state, dict) and ("state_dict" in state or any(k.startswith("module.")
                                                                   for k in state)):
         return "open_clip"
     return "openai"
 
 
-def load_clip(path: str | Path, fmt: str = "auto", activation: str | None = None) -> LoadedClip:
+def load_clip(path: str | Path, fmt: str = "auto", activation: str | None = None,
+              heads: tuple[int | None, int | None] = (None, None)) -> LoadedClip:
     """Load any supported CLIP checkpoint. `activation` overrides the format's default
-    (quick_gelu for OpenAI and HF configs that say so, gelu for open_clip)."""
+    (quick_gelu for OpenAI and HF configs that say so, gelu for open_clip); `heads` (vision,
+    text) overrides width / 64 for state dicts, whose weights do not record it."""
     path = Path(path)
     if not path.exists():
         raise ZsrisError(f"checkpoint {path} does not exist")
@@ -191,18 +222,16 @@ def load_clip(path: str | Path, fmt: str = "auto", activation: str | None = None
         model = _load_hf_folder(path)
         if activation and activation != model.config.activation:
             raise ZsrisError("--activation conflicts with the folder's config.json hidden_act")
+        if any(heads):
+            raise ZsrisError("head counts come from the folder's config.json; drop --*-heads")
         return LoadedClip(model, "hf")
     if path.is_dir():
         raise ZsrisError(f"{path} is a folder; format {fmt} expects a file")
     if fmt == "openai" and _is_torchscript(path):
         state = torch.jit.load(str(path), map_location="cpu").state_dict()
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a bad archive
-            raise ZsrisError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__})") \
-                from None
+        state = _torch_load(path)
     state = _unwrap(state)
     act = activation or ("quick_gelu" if fmt == "openai" else "gelu")
-    cfg = config_from_openai_state(state, act)
+    cfg = config_from_openai_state(state, act, heads)
     return LoadedClip(_build(cfg, state, str(path)), fmt)

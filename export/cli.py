@@ -61,7 +61,8 @@ def export_clip_pack(args: argparse.Namespace) -> Path:
     if out.exists() and any(out.iterdir()) and not args.force:
         raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")
     say(f"load   {args.checkpoint}")
-    loaded = load_clip(args.checkpoint, args.format, args.activation)
+    loaded = load_clip(args.checkpoint, args.format, args.activation,
+                       (args.vision_heads, args.text_heads))
     model = loaded.model
     cfg = model.config
     say(f"model  {loaded.source_format} CLIP ViT: {cfg.vision_layers} layers × {cfg.vision_width},"
@@ -121,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--activation", choices=("quick_gelu", "gelu"),
                       help="MLP activation; default quick_gelu for OpenAI, gelu for open_clip, "
                            "the config's for HF")
+    clip.add_argument("--vision-heads", type=int, help="attention heads of the image tower "
+                      "(state dicts only; default width / 64, as OpenAI; open_clip ViT-H/14 and "
+                      "bigG/14 need 16)")
+    clip.add_argument("--text-heads", type=int, help="attention heads of the text tower "
+                      "(state dicts only; default width / 64)")
     clip.add_argument("--masked-blocks", type=int, default=3,
                       help="k: the last k ViT blocks see the mask (default 3)")
     clip.add_argument("--alpha", type=float, default=0.95,

@@ -33,6 +33,8 @@ class ClipConfig:
     text_heads: int
     activation: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
+    vision_mlp_width: int = 0  # 0: 4 × width, as in every OpenAI model
+    text_mlp_width: int = 0
 
     @property
     def grid(self) -> int:
@@ -70,23 +72,23 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    def __init__(self, width: int, activation: str) -> None:
+    def __init__(self, width: int, hidden: int, activation: str) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(width, 4 * width)
+        self.c_fc = nn.Linear(width, hidden)
         self.gelu = QuickGELU() if activation == "quick_gelu" else nn.GELU()
-        self.c_proj = nn.Linear(4 * width, width)
+        self.c_proj = nn.Linear(hidden, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.gelu(self.c_fc(x)))
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, width: int, heads: int, activation: str, eps: float) -> None:
+    def __init__(self, width: int, heads: int, hidden: int, activation: str, eps: float) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width, eps=eps)
         self.attn = Attention(width, heads)
         self.ln_2 = nn.LayerNorm(width, eps=eps)
-        self.mlp = Mlp(width, activation)
+        self.mlp = Mlp(width, hidden, activation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), mask)
@@ -94,10 +96,12 @@ class ResidualBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width: int, layers: int, heads: int, activation: str, eps: float) -> None:
+    def __init__(self, width: int, layers: int, heads: int, hidden: int, activation: str,
+                 eps: float) -> None:
         super().__init__()
         self.resblocks = nn.ModuleList(
-            ResidualBlock(width, heads, activation, eps) for _ in range(layers)
+            ResidualBlock(width, heads, hidden or 4 * width, activation, eps)
+            for _ in range(layers)
         )
 
 
@@ -112,7 +116,8 @@ class VisionTower(nn.Module):
         self.positional_embedding = nn.Parameter(torch.zeros(cfg.grid * cfg.grid + 1, width))
         self.ln_pre = nn.LayerNorm(width, eps=cfg.layer_norm_eps)
         self.transformer = Transformer(
-            width, cfg.vision_layers, cfg.vision_heads, cfg.activation, cfg.layer_norm_eps
+            width, cfg.vision_layers, cfg.vision_heads, cfg.vision_mlp_width, cfg.activation,
+            cfg.layer_norm_eps,
         )
         self.ln_post = nn.LayerNorm(width, eps=cfg.layer_norm_eps)
         self.proj = nn.Parameter(torch.zeros(width, cfg.embed_dim))
@@ -147,7 +152,8 @@ class ClipModel(nn.Module):
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
         self.positional_embedding = nn.Parameter(torch.zeros(cfg.context_length, cfg.text_width))
         self.transformer = Transformer(
-            cfg.text_width, cfg.text_layers, cfg.text_heads, cfg.activation, cfg.layer_norm_eps
+            cfg.text_width, cfg.text_layers, cfg.text_heads, cfg.text_mlp_width, cfg.activation,
+            cfg.layer_norm_eps,
         )
         self.ln_final = nn.LayerNorm(cfg.text_width, eps=cfg.layer_norm_eps)
         self.text_projection = nn.Parameter(torch.zeros(cfg.text_width, cfg.embed_dim))

@@ -38,7 +38,9 @@ class ClipTokenizer:
         ids = np.full((len(texts), n), self.pad_token, dtype=np.int64)
         end = np.empty(len(texts), dtype=np.int64)
         truncated = []
-        for row, enc in enumerate(self._tok.encode_batch([clean(t) for t in texts])):
+        # Lower-cased here, by Python as OpenAI does: the Rust normaliser maps a word-final Σ to σ.
+        cleaned = [clean(t).lower() for t in texts]
+        for row, enc in enumerate(self._tok.encode_batch(cleaned)):
             tokens = enc.ids
             truncated.append(len(tokens) > n)
             if len(tokens) > n:
