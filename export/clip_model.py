@@ -165,10 +165,15 @@ class ClipModel(nn.Module):
         return self.visual(images)
 
     def encode_text(self, ids: torch.Tensor, end_index: torch.Tensor) -> torch.Tensor:
-        """Text features pooled at `end_index` (an integer per row, never a float argmax)."""
-        x = self.token_embedding(ids) + self.positional_embedding
+        """Text features pooled at `end_index` (an integer per row, never a float argmax).
+
+        `ids` may be shorter than the context: attention is causal, so positions past the last
+        end token cannot change the pooled feature, and the runtime need not compute them."""
+        length = ids.shape[1]
+        x = self.token_embedding(ids) + self.positional_embedding[:length]
+        mask = self.attn_mask[:length, :length]
         for block in self.transformer.resblocks:
-            x = block(x, self.attn_mask)
+            x = block(x, mask)
         x = self.ln_final(x)
         index = end_index.view(-1, 1, 1).expand(-1, 1, x.shape[-1])
         return x.gather(1, index)[:, 0] @ self.text_projection

@@ -19,7 +19,7 @@ from .errors import MaskError
 from .image import as_rgb, normalise
 from .mask_grid import mask_grid
 from .masks import tight_boxes, validate_masks
-from .pack import ClipSettings, Pack, load_pack
+from .pack import CLIP_GRAPHS, ClipSettings, Pack, load_pack
 from .resize import resize_bilinear
 from .results import Result, Scene
 from .scoring import fuse_and_score
@@ -50,6 +50,13 @@ class Segmenter:
                                        s.start_token, s.end_token, s.pad_token)
         self._text_cache: OrderedDict[str, tuple[Phrases, np.ndarray, np.ndarray, bool]] = \
             OrderedDict()
+        for graph in CLIP_GRAPHS:
+            backend.prepare(graph)
+
+    def clear_caches(self) -> None:
+        """Forget cached text features and parses (for cold-start measurements)."""
+        self._text_cache.clear()
+        self.parser.clear_cache()
 
     @classmethod
     def from_pack(cls, path: str | os.PathLike[str], backend: str = "cpu",
@@ -101,7 +108,9 @@ class Segmenter:
         phrases = self.parser.parse(text)
         unique = list(dict.fromkeys([phrases.sentence, phrases.noun_phrase]))
         batch = self.tokenizer.encode(unique)
-        inputs = {"ids": batch.ids, "end_index": batch.end_index}
+        # Causal attention: nothing after the last end token can change the pooled features.
+        length = int(batch.end_index.max()) + 1
+        inputs = {"ids": np.ascontiguousarray(batch.ids[:, :length]), "end_index": batch.end_index}
         features = self.backend.run("clip_text", inputs)[0]
         entry = (phrases, features[0], features[-1], any(batch.truncated))
         self._text_cache[text] = entry

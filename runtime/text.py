@@ -68,18 +68,19 @@ class ExpressionParser:
     def __init__(self, spacy_model: str) -> None:
         self.spacy_model = spacy_model
         self._nlp = load_spacy(spacy_model)
-        self._cache: dict[str, Phrases] = {}
+        self._parse_cached = lru_cache(maxsize=1024)(self._parse)
 
     def parse(self, expression: str) -> Phrases:
         if not isinstance(expression, str) or not expression.strip():
             raise TextError("the expression is empty")
-        cached = self._cache.get(expression)
-        if cached is not None:
-            return cached
+        return self._parse_cached(expression)
+
+    def clear_cache(self) -> None:
+        self._parse_cached.cache_clear()
+
+    def _parse(self, expression: str) -> Phrases:
         doc = self._nlp(expression.lower())
         sentence = " ".join(token.text for token in doc if token.text.strip())
         if not sentence:
             raise TextError(f"expression {expression!r} has no words")
-        phrases = Phrases(sentence, noun_phrase(self._nlp(sentence)))
-        self._cache[expression] = phrases
-        return phrases
+        return Phrases(sentence, noun_phrase(self._nlp(sentence)))

@@ -16,6 +16,9 @@ class Backend(ABC):
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run `graph` once on `inputs` (input name → array); outputs in the graph's order."""
 
+    def prepare(self, graph: str) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Load `graph` now, so load errors surface at start-up and the first query is not slow."""
+
     def max_batch(self, graph: str) -> int | None:
         """Largest batch one call of `graph` accepts; None when unbounded."""
         return None

@@ -37,6 +37,9 @@ class OrtBackend(Backend):
                     from None
         return self._sessions[graph]
 
+    def prepare(self, graph: str) -> None:
+        self.session(graph)
+
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session(graph).run(None, inputs)
 
