@@ -649,12 +649,12 @@ def render(report: Json) -> str:
                      f"{rss['vmhwm_mb']:.0f}", heavy,
                      f"{100 * p['other_processes_cpu_share']:.0f} %",
                      f"{p['own_cpu_per_wall']:.2f}"])
-    lines.append(table(["process", "load s", "first call ms (incl. lazy init)",
+    lines.append(table(["process", "load s", "first call ms",
                         "RSS after load MiB", "peak RSS MiB (ru_maxrss)", "VmHWM MiB",
                         "torch / transformers / onnx loaded", "other processes' CPU share",
                         "own CPU s per s"], rows))
     lines += ["", "load s: from the constructor call to a ready object (the runtime verifies the "
-              "pack's sha256; ORT sessions are built lazily, in the first call). Other "
+              "pack's sha256 and builds the ONNX Runtime sessions). Other "
               "processes' CPU share: busy CPU time of the whole machine minus this process's, "
               "over the timed runs; above a few % the timings are inflated."]
     return "\n".join(lines) + "\n"
