@@ -291,11 +291,15 @@ def test_bad_checkpoint_fails_cleanly(tmp_path: Path, capsys, kind: str, fmt: st
         assert "does not exist" in line
 
 
+def saved_state_dict(folder: Path, seed: int) -> Path:
+    ckpt = folder / "model.pt"
+    torch.save(source_model(tiny_config(), seed=seed).state_dict(), ckpt)
+    return ckpt
+
+
 def test_failure_after_loading_leaves_no_partial_folder(tmp_path: Path, capsys):
     """k larger than the number of blocks fails inside the staging folder: nothing is left."""
-    source = source_model(tiny_config(), seed=9)
-    ckpt = tmp_path / "model.pt"
-    torch.save(source.state_dict(), ckpt)
+    ckpt = saved_state_dict(tmp_path, seed=9)
     out_parent = tmp_path / "out"
     out_parent.mkdir()
     (out_parent / "keep").write_text("unrelated")
@@ -306,9 +310,7 @@ def test_failure_after_loading_leaves_no_partial_folder(tmp_path: Path, capsys):
 
 
 def test_existing_pack_is_not_replaced_without_force(tmp_path: Path, capsys):
-    source = source_model(tiny_config(), seed=10)
-    ckpt = tmp_path / "model.pt"
-    torch.save(source.state_dict(), ckpt)
+    ckpt = saved_state_dict(tmp_path, seed=10)
     pack = tmp_path / "pack"
     pack.mkdir()
     (pack / "mine.txt").write_text("keep me")
