@@ -16,7 +16,7 @@ from pathlib import Path
 
 from zsris_rt import __version__
 from zsris_rt.errors import ZsrisError
-from zsris_rt.pack import ClipSettings, Manifest, write_manifest
+from zsris_rt.pack import ClipSettings, Manifest, sha256_file, write_manifest
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
@@ -30,13 +30,11 @@ def _progress(start: float):
 
 
 def _checkpoint_digest(path: Path) -> str:
-    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a checkpoint file; for a folder, of its sorted "name sha256" listing."""
+    if not path.is_dir():
+        return sha256_file(path)
+    listing = "".join(f"{p.name} {sha256_file(p)}\n" for p in sorted(path.iterdir()) if p.is_file())
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def settings_for(model: ClipModel, args: argparse.Namespace) -> ClipSettings:

@@ -62,19 +62,12 @@ def numbered(path: Path | None, number: int, total: int) -> Path | None:
     return path.with_name(f"{path.stem}-{number}{path.suffix}")
 
 
-def _check_weight(name: str, value: float | None) -> None:
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise ZsrisError(f"--{name} must lie in [0, 1], got {value}")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from .image import read_image
     from .masks import load_masks
     from .outputs import encode_png, render_overlay, result_to_dict, write_files_atomically
     from .segmenter import Segmenter
 
-    _check_weight("alpha", args.alpha)
-    _check_weight("beta", args.beta)
     for path in (args.out, args.overlay):
         if path is not None and not path.parent.is_dir():
             raise ZsrisError(f"{path}: folder {path.parent} does not exist")

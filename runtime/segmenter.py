@@ -15,7 +15,7 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .crop_batcher import masked_crops
-from .errors import MaskError
+from .errors import MaskError, ZsrisError
 from .image import as_rgb, normalise
 from .mask_grid import mask_grid
 from .masks import tight_boxes, validate_masks
@@ -36,14 +36,22 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
 
 
+def _weight(name: str, value: float | None, default: float) -> float:
+    """α or β as given, else the default; a mixing weight outside [0, 1] is a caller error."""
+    weight = default if value is None else float(value)
+    if not 0.0 <= weight <= 1.0:
+        raise ZsrisError(f"{name} must lie in [0, 1], got {weight}")
+    return weight
+
+
 class Segmenter:
     def __init__(self, pack: Pack, backend: Backend, alpha: float | None = None,
                  beta: float | None = None, spacy_model: str | None = None) -> None:
         self.pack = pack
         self.settings: ClipSettings = pack.clip
         self.backend = backend
-        self.alpha = self.settings.alpha if alpha is None else float(alpha)
-        self.beta = self.settings.beta if beta is None else float(beta)
+        self.alpha = _weight("alpha", alpha, self.settings.alpha)
+        self.beta = _weight("beta", beta, self.settings.beta)
         self.parser = ExpressionParser(spacy_model or self.settings.spacy_model)
         s = self.settings
         self.tokenizer = ClipTokenizer(pack.path("tokenizer.json"), s.context_length,
@@ -121,8 +129,8 @@ class Segmenter:
     def query(self, scene: Scene, text: str, alpha: float | None = None,
               beta: float | None = None) -> Result:
         """Score every mask of `scene` against `text` (SPEC §4–6)."""
-        alpha = self.alpha if alpha is None else float(alpha)
-        beta = self.beta if beta is None else float(beta)
+        alpha = _weight("alpha", alpha, self.alpha)
+        beta = _weight("beta", beta, self.beta)
         timings = dict(scene.timings)
         with _timed(timings, "text"):
             phrases, t_sentence, t_phrase, truncated = self.encode_text(text)
