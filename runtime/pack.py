@@ -21,6 +21,7 @@ MANIFEST = "manifest.json"
 
 # Graph names of DESIGN.md §3; the file of each is `<name>.onnx`.
 CLIP_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_image", "clip_text")
+PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder")
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,52 @@ class ClipSettings:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class GeneratorDefaults:
+    """segment-anything's automatic mask generator defaults; each is a `propose()` keyword."""
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.88
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.7
+    max_masks: int | None = None
+
+
+@dataclass(frozen=True)
+class ProposerSettings:
+    """How the proposer's graphs expect their input, as the exporter recorded it.
+
+    SAM scales the longest side to `input_size` and pads bottom-right ("longest"); SAM 2 squashes
+    the image to `input_size`² ("square"). `mean`/`std` apply to pixels scaled to [0, 1].
+    """
+
+    family: str  # "sam" or "sam2"
+    input_size: int
+    low_res_size: int
+    resize: str  # "longest" or "square"
+    resize_filter: str  # "bicubic" or "bilinear", antialiased
+    embeddings: tuple[str, ...]  # encoder outputs, passed by name to the decoder
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mask_threshold: float = 0.0
+    generator: GeneratorDefaults = field(default_factory=GeneratorDefaults)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProposerSettings:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values["generator"] = GeneratorDefaults(**data.get("generator", {}))
+        return cls(**values)
+
+
 @dataclass
 class Manifest:
     """What `manifest.json` holds; `files` maps each file name to its sha256."""
 
     clip: ClipSettings
+    proposer: ProposerSettings | None = None
     files: dict[str, str] = field(default_factory=dict)
     graphs: dict[str, dict[str, Any]] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +127,8 @@ class Manifest:
                             f"supported {SCHEMA_VERSION}")
         return cls(
             clip=ClipSettings.from_dict(data["clip"]),
+            proposer=(ProposerSettings.from_dict(data["proposer"]) if data.get("proposer")
+                      else None),
             files=dict(data["files"]),
             graphs=dict(data.get("graphs", {})),
             provenance=dict(data.get("provenance", {})),
@@ -117,6 +161,10 @@ class Pack:
     def clip(self) -> ClipSettings:
         return self.manifest.clip
 
+    @property
+    def proposer(self) -> ProposerSettings | None:
+        return self.manifest.proposer
+
 
 def load_pack(root: str | os.PathLike[str], verify: bool = True) -> Pack:
     """Read a pack's manifest; with `verify`, check every file's presence and sha256."""
@@ -131,6 +179,8 @@ def load_pack(root: str | os.PathLike[str], verify: bool = True) -> Pack:
     except (ValueError, KeyError, TypeError) as exc:
         raise PackError(f"pack {root}: unreadable {MANIFEST} ({exc})") from None
     needed = [f"{g}.onnx" for g in CLIP_GRAPHS] + ["tokenizer.json"]
+    if manifest.proposer is not None:
+        needed += [f"{g}.onnx" for g in PROPOSER_GRAPHS]
     for name in needed:
         if name not in manifest.files:
             raise PackError(f"pack {root}: {MANIFEST} does not list {name}")
