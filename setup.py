@@ -23,7 +23,13 @@ EXPORT_REQUIRES = [
     "openai-clip==1.0.1",
 ]
 
-TEST_REQUIRES = ["pytest>=7", "hypothesis>=6", "ruff>=0.4"]
+TEST_REQUIRES = [
+    "pytest>=7",
+    "hypothesis>=6",
+    "ruff>=0.4",
+    # The original SAM model code, the independent reference for the checkpoint converter.
+    "segment-anything==1.0",
+]
 
 setup(
     name="zsris-rt",

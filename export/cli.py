@@ -1,13 +1,16 @@
 """`zsris-export`: checkpoints → model packs.
 
     zsris-export clip CHECKPOINT --out PACK      CLIP (OpenAI .pt, HF folder, open_clip) → pack
+    zsris-export sam CHECKPOINT --pack PACK     add a proposer (SAM .pth, HF SAM / SAM 2) to a pack
     zsris-export random-clip --out DIR          a random-weight HF CLIP folder to try things on
+    zsris-export random-sam --out PATH          a random-weight SAM / SAM 2 to try things on
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import sys
 import tempfile
@@ -16,11 +19,18 @@ from pathlib import Path
 
 from zsris_rt import __version__
 from zsris_rt.errors import ZsrisError
-from zsris_rt.pack import ClipSettings, Manifest, sha256_file, write_manifest
+from zsris_rt.pack import (
+    PROPOSER_GRAPHS,
+    ClipSettings,
+    Manifest,
+    load_pack,
+    sha256_file,
+    write_manifest,
+)
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
-from .random_checkpoint import GEOMETRIES, write_random_clip
+from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip
 
 
 def _progress(start: float):
@@ -51,7 +61,8 @@ def settings_for(model: ClipModel, args: argparse.Namespace) -> ClipSettings:
 def export_clip_pack(args: argparse.Namespace) -> Path:
     import torch
 
-    from .onnx_clip import OPSET, export_clip_graphs
+    from .onnx_clip import export_clip_graphs
+    from .onnx_graph import OPSET
     from .tokenizer_build import build_clip_tokenizer
 
     say = _progress(time.perf_counter())
@@ -77,7 +88,7 @@ def export_clip_pack(args: argparse.Namespace) -> Path:
         build_clip_tokenizer().save(str(staging / "tokenizer.json"))
         manifest = Manifest(
             clip=settings_for(model, args),
-            files={f"{name}.onnx": "" for name in graphs} | {"tokenizer.json": ""},
+            files={f: "" for g in graphs.values() for f in g["files"]} | {"tokenizer.json": ""},
             graphs=graphs,
             provenance={
                 "checkpoint": str(Path(args.checkpoint).name),
@@ -100,6 +111,79 @@ def export_clip_pack(args: argparse.Namespace) -> Path:
             shutil.rmtree(staging, ignore_errors=True)
     say(f"done   {out}")
     return out
+
+
+def export_sam_into_pack(args: argparse.Namespace) -> Path:
+    """Add (or with --force replace) the proposer graphs of an existing pack.
+
+    The CLIP part of the pack is verified first and left untouched; the new graphs are exported
+    and checked in a hidden staging folder inside the pack, moved in, and the manifest is
+    rewritten last, so an interrupted export leaves the old pack working.
+    """
+    import torch
+
+    from .onnx_graph import OPSET
+    from .onnx_sam import export_proposer_graphs, proposer_settings
+    from .sam_checkpoints import load_proposer
+
+    say = _progress(time.perf_counter())
+    root = Path(args.pack)
+    pack = load_pack(root, verify=True)
+    manifest = pack.manifest
+    if manifest.proposer is not None and not args.force:
+        raise ZsrisError(f"pack {root} already has a {manifest.proposer.family} proposer "
+                         "(use --force to replace it)")
+    say(f"load   {args.checkpoint}")
+    loaded = load_proposer(args.checkpoint, args.format)
+    settings = proposer_settings(loaded.model)
+    say(f"model  {loaded.fmt} {loaded.family.upper()} {loaded.geometry}: input "
+        f"{settings.input_size}px ({settings.resize}), low-res masks {settings.low_res_size}px")
+    staging = Path(tempfile.mkdtemp(prefix=".proposer.partial-", dir=root))
+    try:
+        graphs = export_proposer_graphs(loaded.model, staging, progress=say)
+        old = {f for name in PROPOSER_GRAPHS
+               for f in manifest.graphs.get(name, {}).get("files", [f"{name}.onnx"])}
+        new = [f for g in graphs.values() for f in g["files"]]
+        for name in new:
+            os.replace(staging / name, root / name)
+        for name in old - set(new):
+            (root / name).unlink(missing_ok=True)
+            manifest.files.pop(name, None)
+        manifest.proposer = settings
+        manifest.graphs.update(graphs)
+        manifest.files.update({name: "" for name in new})
+        manifest.provenance["proposer"] = {
+            "checkpoint": Path(args.checkpoint).name,
+            "checkpoint_sha256": _checkpoint_digest(Path(args.checkpoint)),
+            "checkpoint_format": loaded.fmt,
+            "geometry": loaded.geometry,
+            "exporter": f"zsris-rt {__version__}",
+            "torch": torch.__version__,
+            "opset": OPSET,
+        }
+        say("write  manifest.json (sha256 of every file)")
+        write_manifest(root, manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    say(f"done   {root}")
+    return root
+
+
+def write_random_proposer(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    model = random_sam(args.family, args.geometry, args.seed)
+    if args.format == "sam":
+        from .sam_checkpoints import save_original_sam
+
+        if args.family != "sam":
+            raise ZsrisError("--format sam writes segment-anything's layout, which only SAM has; "
+                             "use --format hf for SAM 2")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_original_sam(model, out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out))
+    print(f"wrote random {args.family} {args.geometry} ({args.format}) to {out}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,6 +218,32 @@ def build_parser() -> argparse.ArgumentParser:
                       help="spaCy pipeline the runtime parses expressions with")
     clip.add_argument("--force", action="store_true", help="replace an existing pack folder")
 
+    sam = sub.add_parser(
+        "sam", help="add a SAM-style mask proposer to a pack",
+        description="Export a mask proposer into an existing pack: an image encoder (run once per "
+                    "image) and a prompt decoder that takes a batch of point prompts per call. "
+                    "Both graphs are checked against PyTorch right after export.")
+    sam.add_argument("checkpoint", help="segment-anything .pth (ViT-B/L/H), or a Hugging Face "
+                                        "SamModel / Sam2Model folder (e.g. SAM 2.1 Hiera-tiny)")
+    sam.add_argument("--pack", required=True, help="pack folder to add the proposer to")
+    sam.add_argument("--format", choices=("auto", "sam", "hf"), default="auto",
+                     help="checkpoint format (default: a file is segment-anything's, a folder "
+                          "Hugging Face's)")
+    sam.add_argument("--force", action="store_true", help="replace the pack's proposer")
+
+    rsam = sub.add_parser("random-sam", help="write a random-weight SAM or SAM 2",
+                          description="Write a seeded random SAM / SAM 2 (weights at realistic "
+                                      "scales) of a real geometry, for trying the tools without "
+                                      "downloaded weights.")
+    rsam.add_argument("--out", required=True, help="folder (hf) or .pth file (sam) to write")
+    rsam.add_argument("--family", choices=sorted(SAM_GEOMETRIES), default="sam")
+    rsam.add_argument("--geometry", default="tiny",
+                      help="sam: " + ", ".join(SAM_GEOMETRIES["sam"]) + "; sam2: " +
+                           ", ".join(SAM_GEOMETRIES["sam2"]) + " (default tiny)")
+    rsam.add_argument("--format", choices=("hf", "sam"), default="hf",
+                      help="Hugging Face folder, or segment-anything .pth (SAM only)")
+    rsam.add_argument("--seed", type=int, default=0)
+
     rnd = sub.add_parser("random-clip", help="write a random-weight HF CLIP folder",
                          description="Write a seeded random CLIPModel folder (config.json + "
                                      "safetensors) of a real geometry, for trying the tools "
@@ -149,6 +259,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "clip":
             export_clip_pack(args)
+        elif args.command == "sam":
+            export_sam_into_pack(args)
+        elif args.command == "random-sam":
+            if args.geometry not in SAM_GEOMETRIES[args.family]:
+                raise ZsrisError(f"{args.family} has no geometry {args.geometry!r}; choose from "
+                                 + ", ".join(SAM_GEOMETRIES[args.family]))
+            write_random_proposer(args)
         else:
             write_random_clip(Path(args.out), args.geometry, args.seed)
             print(f"wrote random {args.geometry} CLIP to {args.out}", file=sys.stderr)

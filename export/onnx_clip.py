@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from zsris_rt.errors import ZsrisError
 
 from .clip_model import ClipModel
-
-OPSET = 17
+from .onnx_graph import GraphSpec, export_checked
 
 
 class TrunkGraph(nn.Module):
@@ -70,30 +66,6 @@ class TextGraph(nn.Module):
         return self.model.encode_text(ids, end_index)
 
 
-@dataclass
-class GraphSpec:
-    name: str
-    module: nn.Module
-    inputs: dict[str, torch.Tensor]  # example inputs, also used for the parity check
-    outputs: tuple[str, ...]
-    dynamic_axes: dict[str, dict[int, str]]
-    variant: dict[str, torch.Tensor]  # other sizes on the dynamic axes, for the parity check
-
-    def io_manifest(self) -> dict[str, list[dict[str, object]]]:
-        def describe(name: str, shape: tuple[int, ...], dtype: str) -> dict[str, object]:
-            axes = self.dynamic_axes.get(name, {})
-            return {"name": name, "dtype": dtype,
-                    "shape": [axes.get(i, int(d)) for i, d in enumerate(shape)]}
-
-        with torch.no_grad():
-            out = self.module(*self.inputs.values())
-        return {
-            "inputs": [describe(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
-                       for n, t in self.inputs.items()],
-            "outputs": [describe(self.outputs[0], tuple(out.shape), "float32")],
-        }
-
-
 def clip_graph_specs(model: ClipModel, masked_blocks: int, seed: int = 0) -> list[GraphSpec]:
     cfg = model.config
     if not 1 <= masked_blocks <= cfg.vision_layers:
@@ -125,52 +97,10 @@ def clip_graph_specs(model: ClipModel, masked_blocks: int, seed: int = 0) -> lis
     ]
 
 
-def export_graph(spec: GraphSpec, path: Path) -> None:
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer chatter about shapes the graphs keep dynamic
-        torch.onnx.export(
-            spec.module.eval(), tuple(spec.inputs.values()), str(path),
-            input_names=list(spec.inputs), output_names=list(spec.outputs),
-            dynamic_axes=spec.dynamic_axes, opset_version=OPSET, dynamo=False,
-            do_constant_folding=True,
-        )
-
-
-def check_graph(spec: GraphSpec, path: Path, tolerance: float = 1e-4) -> float:
-    """Run the exported graph with ONNX Runtime against PyTorch, on the spec's inputs and on
-    other sizes along the dynamic axes (catches baked-in sizes); raise if any output differs by
-    more than `tolerance` relative to its scale. Returns the worst relative difference seen."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    for inputs in (spec.inputs, spec.variant):
-        with torch.no_grad():
-            expected = spec.module(*inputs.values()).numpy()
-        got = session.run(None, {k: v.numpy() for k, v in inputs.items()})[0]
-        if got.shape != expected.shape:
-            raise ZsrisError(f"{path.name}: ONNX output shape {got.shape} != PyTorch "
-                             f"{expected.shape}")
-        scale = max(float(np.abs(expected).max()), 1e-6)
-        diff = float(np.abs(got - expected).max()) / scale
-        worst = max(worst, diff)
-        if not np.isfinite(diff) or diff > tolerance:
-            raise ZsrisError(f"{path.name}: ONNX Runtime and PyTorch disagree (max relative "
-                             f"difference {diff:.2e} > {tolerance:.0e}); the export is broken")
-    return worst
-
-
 def export_clip_graphs(model: ClipModel, folder: Path, masked_blocks: int,
                        progress: Callable[[str], None] = print) -> dict[str, dict[str, object]]:
     """Write and check every CLIP graph; returns the manifest's `graphs` section."""
     graphs: dict[str, dict[str, object]] = {}
     for spec in clip_graph_specs(model, masked_blocks):
-        path = folder / f"{spec.name}.onnx"
-        progress(f"export {spec.name}")
-        export_graph(spec, path)
-        worst = check_graph(spec, path)
-        progress(f"check  {spec.name}: ONNX Runtime vs PyTorch, max relative difference "
-                 f"{worst:.1e}")
-        graphs[spec.name] = {"file": path.name, **spec.io_manifest(),
-                             "parity_max_rel_diff": worst}
+        graphs[spec.name] = export_checked(spec, folder, progress)
     return graphs

@@ -13,17 +13,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .errors import ZsrisError
+from .errors import NoMaskError, ZsrisError
 
 EPILOG = """\
 examples:
-  zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --masks masks.npz --overlay out.png
-  zsris-rt kitchen.jpg "the red mug" "the laptop" --pack engines/b32 --masks masks.json --json
+  zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --overlay out.png
+  zsris-rt kitchen.jpg "the red mug" "the laptop" --pack engines/b32 --json
+  zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --masks masks.npz --out mug.png
 
-With several expressions, --out and --overlay get the expression's number before the suffix
-(mask-1.png, mask-2.png, ...). Exit status: 0 on success, 2 on bad input (one-line message).
-Set ZSRIS_DEBUG=1 to see a traceback instead of the one-line message.
+Without --masks the pack's proposer cuts the image into candidate masks (segment-anything's
+automatic mask generator and its defaults; the options below override them). With several
+expressions, --out and --overlay get the expression's number before the suffix (mask-1.png,
+mask-2.png, ...). Exit status: 0 on success, 2 on bad input (one-line message), 3 when the
+proposer keeps no mask. Set ZSRIS_DEBUG=1 to see a traceback instead of the one-line message.
 """
+
+# Proposer options: the `propose()` keyword, its type and its help.
+PROPOSER_OPTIONS: tuple[tuple[str, type, str], ...] = (
+    ("points_per_side", int, "point grid side, n² prompts (default 32)"),
+    ("points_per_batch", int, "prompts per decoder call (default 64)"),
+    ("pred_iou_thresh", float, "keep masks with predicted IoU above this (default 0.88)"),
+    ("stability_score_thresh", float, "keep masks with stability at least this (default 0.95)"),
+    ("stability_score_offset", float, "logit offset of the stability score (default 1.0)"),
+    ("box_nms_thresh", float, "box IoU above which the weaker mask goes (default 0.7)"),
+    ("max_masks", int, "keep at most this many masks, best first (default: all)"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: the pack's)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 check of the pack's files (faster start)")
+    group = parser.add_argument_group("proposer options (without --masks)")
+    for name, kind, text in PROPOSER_OPTIONS:
+        group.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
     return parser
 
 
@@ -77,14 +94,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               verify=not args.no_verify)
     for text in args.texts:  # reject a bad expression before paying for the image
         seg.parser.parse(text)
+    overrides = {name: getattr(args, name) for name, _, _ in PROPOSER_OPTIONS
+                 if getattr(args, name) is not None}
+    if args.masks and overrides:
+        raise ZsrisError("proposer options (--" + ", --".join(
+            n.replace("_", "-") for n in overrides) + ") do not apply with --masks")
     masks = load_masks(args.masks, image.shape[:2]) if args.masks else None
-    scene = seg.encode_image(image, masks)
+    scene = seg.encode_image(image, masks, **overrides)
+    proposals = scene.proposals
     files: dict[Path, bytes] = {}
     records = []
     total = len(args.texts)
     for number, text in enumerate(args.texts, start=1):
         result = seg.query(scene, text)
         record = result_to_dict(result, seg.backend.name, seg.spacy_model)
+        if proposals is not None:
+            record["proposal"] = {
+                "predicted_iou": float(proposals.iou[result.index]),
+                "stability": float(proposals.stability[result.index]),
+                "point": [float(v) for v in proposals.points[result.index]]}
         out, overlay = numbered(args.out, number, total), numbered(args.overlay, number, total)
         if out is not None:
             files[out] = encode_png(result.mask)
@@ -97,6 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     write_files_atomically(files)
     return {"image": str(args.image), "image_size": list(scene.image_size),
             "num_masks": scene.num_masks, "pack": str(args.pack),
+            "masks_from": str(args.masks) if args.masks else "proposer",
             **seg.backend.describe(), "results": records}
 
 
@@ -114,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         report = run(args)
+    except NoMaskError as exc:
+        print(f"zsris-rt: {exc}", file=sys.stderr)
+        return 3
     except ZsrisError as exc:
         if os.environ.get("ZSRIS_DEBUG"):
             raise

@@ -19,3 +19,7 @@ class TextError(ZsrisError):
 
 class PackError(ZsrisError):
     """The model pack is missing a file, altered, or of an unknown schema."""
+
+
+class NoMaskError(ZsrisError):
+    """The proposer kept no mask for this image under the thresholds in force."""

@@ -1,9 +1,11 @@
 """The split predictor: encode an image once (`Scene`), then query it with any number of
-expressions. Per image: one trunk call, one masked-head call and one crop-encoder call for all K
-masks; per new expression: one text call for s' and its noun phrase together."""
+expressions. Per image: the proposer (when no masks are given), then one trunk call, one
+masked-head call and one crop-encoder call for all K masks; per new expression: one text call for
+s' and its noun phrase together."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections import OrderedDict
@@ -15,18 +17,20 @@ import numpy as np
 
 from .backends import Backend, create_backend
 from .crop_batcher import masked_crops
-from .errors import MaskError, ZsrisError
+from .errors import MaskError, NoMaskError, ZsrisError
 from .image import as_rgb, normalise
 from .mask_grid import mask_grid
 from .masks import tight_boxes, validate_masks
 from .pack import CLIP_GRAPHS, ClipSettings, Pack, load_pack
+from .proposer import ImageEmbedding, Proposer
 from .resize import resize_bilinear
-from .results import Result, Scene
+from .results import Proposals, Result, Scene
 from .scoring import fuse_and_score
 from .text import ExpressionParser, Phrases
 from .tokenizer import ClipTokenizer
 
 TEXT_CACHE_SIZE = 256
+EMBEDDING_CACHE_SIZE = 2  # proposer encodings kept, by image content
 
 
 @contextmanager
@@ -58,12 +62,17 @@ class Segmenter:
                                        s.start_token, s.end_token, s.pad_token)
         self._text_cache: OrderedDict[str, tuple[Phrases, np.ndarray, np.ndarray, bool]] = \
             OrderedDict()
+        self._embedding_cache: OrderedDict[bytes, ImageEmbedding] = OrderedDict()
         for graph in CLIP_GRAPHS:
             backend.prepare(graph)
+        self.proposer = Proposer(pack.proposer, backend) if pack.proposer else None
+        if self.proposer is not None:
+            self.proposer.prepare()
 
     def clear_caches(self) -> None:
-        """Forget cached text features and parses (for cold-start measurements)."""
+        """Forget cached text features, parses and image encodings (for cold-start timing)."""
         self._text_cache.clear()
+        self._embedding_cache.clear()
         self.parser.clear_cache()
 
     @classmethod
@@ -79,15 +88,51 @@ class Segmenter:
     def spacy_model(self) -> str:
         return self.parser.spacy_model
 
+    def propose(self, image: np.ndarray | str | os.PathLike[str],
+                **overrides: object) -> Proposals:
+        """Candidate masks for the image, segment-anything style; each option of
+        `GeneratorDefaults` (points_per_side, pred_iou_thresh, ...) is a keyword override.
+        The encoder runs once per image: asking again with other options reuses it."""
+        timings: dict[str, float] = {}
+        with _timed(timings, "decode"):
+            rgb = as_rgb(image)
+        return self._propose(rgb, timings, overrides)
+
+    def _propose(self, rgb: np.ndarray, timings: dict[str, float],
+                 overrides: dict[str, object]) -> Proposals:
+        if self.proposer is None:
+            raise MaskError(f"pack {self.pack.root} has no proposer: pass masks, or add one "
+                            "with `zsris-export sam CHECKPOINT --pack PACK`")
+        key = hashlib.blake2b(memoryview(rgb), digest_size=16).digest() + \
+            np.asarray(rgb.shape).tobytes()
+        embedding = self._embedding_cache.get(key)
+        if embedding is None:
+            with _timed(timings, "prop_encoder"):
+                embedding = self.proposer.encode(rgb)
+            self._embedding_cache[key] = embedding
+            if len(self._embedding_cache) > EMBEDDING_CACHE_SIZE:
+                self._embedding_cache.popitem(last=False)
+        else:
+            self._embedding_cache.move_to_end(key)
+        return self.proposer.generate(embedding, timings, **overrides)
+
     def encode_image(self, image: np.ndarray | str | os.PathLike[str],
-                     masks: np.ndarray | None = None) -> Scene:
-        """f^G and f^L of every mask (SPEC §1–3)."""
-        if masks is None:
-            raise MaskError("this pack has no proposer yet: pass masks (K×H×W bool)")
+                     masks: np.ndarray | None = None, **overrides: object) -> Scene:
+        """f^G and f^L of every mask (SPEC §1–3). Without `masks`, the pack's proposer makes
+        them (`overrides` go to `propose`)."""
         timings: dict[str, float] = {}
         s = self.settings
         with _timed(timings, "decode"):
             rgb = as_rgb(image)
+        proposals = None
+        if masks is None:
+            proposals = self._propose(rgb, timings, overrides)
+            if len(proposals) == 0:
+                raise NoMaskError("the proposer kept no mask for this image (lower "
+                                  "pred_iou_thresh or stability_score_thresh to keep more)")
+            masks = proposals.masks
+        elif overrides:
+            raise TypeError("proposer options apply only when no masks are given")
         with _timed(timings, "preprocess"):
             masks = validate_masks(masks, rgb.shape[:2])
             boxes = tight_boxes(masks)
@@ -100,12 +145,12 @@ class Segmenter:
         with _timed(timings, "masked_head"):
             fg = self.backend.run_batched("clip_masked_head",
                                           {"tokens": tokens, "grid_masks": grid},
-                                          ("grid_masks",))
+                                          ("grid_masks",))[0]
         with _timed(timings, "crops"):
             crops = masked_crops(xn, masks, boxes, np.asarray(s.fill), s.image_size)
         with _timed(timings, "crop_encoder"):
-            fl = self.backend.run_batched("clip_image", {"images": crops}, ("images",))
-        return Scene(rgb.shape[:2], masks, boxes, fg, fl, timings)
+            fl = self.backend.run_batched("clip_image", {"images": crops}, ("images",))[0]
+        return Scene(rgb.shape[:2], masks, boxes, fg, fl, timings, proposals)
 
     def encode_text(self, text: str) -> tuple[Phrases, np.ndarray, np.ndarray, bool]:
         """(phrases, CLIP(s'), CLIP(NP), truncated), cached by expression."""
@@ -143,7 +188,7 @@ class Segmenter:
                       timings=timings)
 
     def segment(self, image: np.ndarray | str | os.PathLike[str], text: str,
-                masks: np.ndarray | None = None) -> Result:
+                masks: np.ndarray | None = None, **overrides: object) -> Result:
         """One image, one expression: `query(encode_image(image, masks), text)`."""
         self.parser.parse(text)  # reject a bad expression before paying for the image
-        return self.query(self.encode_image(image, masks), text)
+        return self.query(self.encode_image(image, masks, **overrides), text)

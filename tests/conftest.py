@@ -55,3 +55,30 @@ def random_scene(rng: np.random.Generator, h: int, w: int, k: int) -> tuple[np.n
         if not masks[i].any():
             masks[i, int(cy) % h, int(cx) % w] = True
     return image, masks
+
+
+@pytest.fixture(scope="session")
+def sam_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random SAM and SAM 2 (HF folders), weights at realistic scales."""
+    from zsris_rt.export.random_checkpoint import write_random_sam
+
+    root = tmp_path_factory.mktemp("sam")
+    return {family: write_random_sam(root / family, family, "tiny", seed=3)
+            for family in ("sam", "sam2")}
+
+
+@pytest.fixture(scope="session")
+def proposer_packs(pack_dir: Path, sam_folders: dict[str, Path],
+                   tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny CLIP pack with each proposer added by the real exporter."""
+    import shutil
+
+    from zsris_rt.export.cli import main
+
+    packs = {}
+    for family, folder in sam_folders.items():
+        pack = tmp_path_factory.mktemp("packs") / f"tiny-{family}"
+        shutil.copytree(pack_dir, pack)
+        assert main(["sam", str(folder), "--pack", str(pack)]) == 0
+        packs[family] = pack
+    return packs

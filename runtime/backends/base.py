@@ -28,17 +28,17 @@ class Backend(ABC):
         return {"backend": self.name}
 
     def run_batched(self, graph: str, inputs: dict[str, np.ndarray],
-                    batched: tuple[str, ...]) -> np.ndarray:
+                    batched: tuple[str, ...]) -> list[np.ndarray]:
         """Run `graph` over the leading axis of the `batched` inputs, in chunks no larger than
-        `max_batch(graph)` (one call when the backend has no limit); return the first output."""
+        `max_batch(graph)` (one call when the backend has no limit); outputs concatenated."""
         limit = self.max_batch(graph)
         total = inputs[batched[0]].shape[0]
         if limit is None or total <= limit:
-            return self.run(graph, inputs)[0]
+            return self.run(graph, inputs)
         parts = []
         for start in range(0, total, limit):
             chunk = dict(inputs)
             for name in batched:
                 chunk[name] = inputs[name][start:start + limit]
-            parts.append(self.run(graph, chunk)[0])
-        return np.concatenate(parts)
+            parts.append(self.run(graph, chunk))
+        return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]

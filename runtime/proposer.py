@@ -1,0 +1,145 @@
+"""Segment everything: segment-anything's automatic mask generator on the pack's two graphs.
+
+The encoder runs once per image; the point grid goes through the decoder in chunks of
+`points_per_batch` prompts per call; each chunk is filtered (predicted IoU, then stability) before
+the next, and one box NMS over the survivors decides the final set. Crop layers and small-region
+clean-up are not implemented (their defaults are off).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from .backends import Backend
+from .box_nms import box_nms
+from .errors import ZsrisError
+from .input_frame import InputFrame, prepare_input
+from .logit_upsample import binary_masks, mask_statistics
+from .pack import GeneratorDefaults, ProposerSettings
+from .results import Proposals
+
+
+@dataclass
+class ImageEmbedding:
+    """The encoder's outputs for one image: everything the decoder needs besides prompts."""
+
+    tensors: dict[str, np.ndarray]
+    frame: InputFrame
+
+
+def point_grid(points_per_side: int) -> np.ndarray:
+    """n² points (x, y) in [0, 1]², cell centres, x varying fastest (segment-anything's)."""
+    offset = 1 / (2 * points_per_side)
+    side = np.linspace(offset, 1 - offset, points_per_side)
+    xs = np.tile(side[None, :], (points_per_side, 1))
+    ys = np.tile(side[:, None], (1, points_per_side))
+    return np.stack([xs, ys], axis=-1).reshape(-1, 2)
+
+
+def generator_options(defaults: GeneratorDefaults, overrides: dict[str, object]
+                      ) -> GeneratorDefaults:
+    """The defaults with `overrides` applied, each checked; unknown names are refused."""
+    known = asdict(defaults)
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise TypeError(f"unknown proposer option(s) {', '.join(unknown)}; "
+                        f"known: {', '.join(known)}")
+    options = replace(defaults, **overrides)
+    for name in ("points_per_side", "points_per_batch"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ZsrisError(f"{name} must be a positive integer, got {value!r}")
+    if options.max_masks is not None and (isinstance(options.max_masks, bool) or
+                                          not isinstance(options.max_masks, (int, np.integer))
+                                          or options.max_masks < 1):
+        raise ZsrisError(f"max_masks must be a positive integer or None, got "
+                         f"{options.max_masks!r}")
+    for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset",
+                 "box_nms_thresh"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or \
+                not np.isfinite(value):
+            raise ZsrisError(f"{name} must be a finite number, got {value!r}")
+    if not 0.0 <= options.box_nms_thresh <= 1.0:
+        raise ZsrisError(f"box_nms_thresh must lie in [0, 1], got {options.box_nms_thresh}")
+    return options
+
+
+class Proposer:
+    def __init__(self, settings: ProposerSettings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+
+    def prepare(self) -> None:
+        for graph in ("prop_encoder", "prop_decoder"):
+            self.backend.prepare(graph)
+
+    def encode(self, rgb: np.ndarray) -> ImageEmbedding:
+        """Run the encoder on an RGB uint8 H×W×3 image."""
+        image, frame = prepare_input(rgb, self.settings)
+        outputs = self.backend.run("prop_encoder", {"image": image})
+        return ImageEmbedding(dict(zip(self.settings.embeddings, outputs, strict=True)), frame)
+
+    def decode(self, embedding: ImageEmbedding, points: np.ndarray,
+               labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prompts N×P×2 (image pixels) with labels N×P → low-res logits N×3×l×l, IoU N×3."""
+        inputs = {**embedding.tensors,
+                  "points": embedding.frame.to_input(points),
+                  "labels": np.ascontiguousarray(labels, dtype=np.int64)}
+        logits, iou = self.backend.run_batched("prop_decoder", inputs, ("points", "labels"))
+        return logits, iou
+
+    def generate(self, embedding: ImageEmbedding, timings: dict[str, float] | None = None,
+                 **overrides: object) -> Proposals:
+        """The automatic mask generator's masks for an encoded image; see `GeneratorDefaults`
+        for the options (each a keyword here)."""
+        opts = generator_options(self.settings.generator, overrides)
+        timings = {} if timings is None else timings
+        frame = embedding.frame
+        height, width = frame.image_size
+        maps = frame.logit_maps(self.settings.low_res_size)
+        threshold = self.settings.mask_threshold
+        grid = (point_grid(opts.points_per_side) * np.array([width, height])).astype(np.float32)
+        kept: dict[str, list[np.ndarray]] = {k: [] for k in
+                                             ("logits", "iou", "stability", "boxes", "points")}
+        decode_ms = filter_ms = 0.0
+        for start in range(0, len(grid), opts.points_per_batch):
+            points = grid[start:start + opts.points_per_batch]
+            tick = time.perf_counter()
+            logits, iou = self.decode(embedding, points[:, None, :],
+                                      np.ones((len(points), 1), dtype=np.int64))
+            tock = time.perf_counter()
+            masks_per_point = logits.shape[1]
+            logits = logits.reshape(-1, *logits.shape[2:])
+            iou = iou.reshape(-1)
+            points = np.repeat(points, masks_per_point, axis=0)
+            keep = iou > opts.pred_iou_thresh if opts.pred_iou_thresh > 0 else \
+                np.ones(iou.shape, dtype=bool)
+            logits, iou, points = logits[keep], iou[keep], points[keep]
+            stability, boxes, area = mask_statistics(logits, maps, threshold,
+                                                     opts.stability_score_offset)
+            keep = area > 0  # an empty mask has nothing to score (stability drops it by default)
+            if opts.stability_score_thresh > 0:
+                keep &= stability >= opts.stability_score_thresh
+            for name, value in (("logits", logits), ("iou", iou), ("stability", stability),
+                                ("boxes", boxes), ("points", points)):
+                kept[name].append(value[keep])
+            decode_ms += (tock - tick) * 1e3
+            filter_ms += (time.perf_counter() - tock) * 1e3
+        tick = time.perf_counter()
+        found = {name: np.concatenate(parts) for name, parts in kept.items()}
+        order = box_nms(found["boxes"], found["iou"], opts.box_nms_thresh)
+        if opts.max_masks is not None:
+            order = order[:opts.max_masks]
+        masks = binary_masks(found["logits"][order], maps, threshold)
+        boxes = found["boxes"][order] + np.array([0, 0, 1, 1])  # inclusive → exclusive
+        timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + decode_ms
+        timings["prop_filter"] = timings.get("prop_filter", 0.0) + filter_ms
+        timings["prop_nms"] = (time.perf_counter() - tick) * 1e3
+        return Proposals(masks=masks, iou=found["iou"][order].astype(np.float32),
+                         stability=found["stability"][order].astype(np.float32),
+                         boxes=boxes.astype(np.int64), points=found["points"][order],
+                         timings=timings)

@@ -1,0 +1,196 @@
+"""The runtime's proposer against the PyTorch reference generator, on tiny random SAM and SAM 2
+packs made by the real exporter."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_scene
+from zsris_rt import Segmenter
+from zsris_rt.errors import NoMaskError, ZsrisError
+
+FAMILIES = ("sam", "sam2")
+# Random weights make huge, overlapping masks: with segment-anything's thresholds one survives.
+# These keep every mask (all filters off) or a real filtered subset, so the order is tested.
+NO_FILTERS = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                  box_nms_thresh=1.0)
+FILTERED = dict(points_per_side=10, pred_iou_thresh=0.0, stability_score_thresh=0.3,
+                box_nms_thresh=0.97, points_per_batch=16)
+
+
+@pytest.fixture(scope="module")
+def segmenters(proposer_packs: dict[str, Path]) -> dict[str, Segmenter]:
+    return {family: Segmenter.from_pack(pack) for family, pack in proposer_packs.items()}
+
+
+@pytest.fixture(scope="module")
+def models(sam_folders: dict[str, Path]) -> dict[str, torch.nn.Module]:
+    from zsris_rt.export.sam_checkpoints import load_proposer
+
+    return {family: load_proposer(folder).model for family, folder in sam_folders.items()}
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def assert_same_proposals(got, want, tie: float = 5e-4) -> None:
+    """Same set in the same order, every matched pair of masks overlapping > 0.99.
+
+    The order is by predicted IoU, which ONNX Runtime and PyTorch compute ~1e-5 apart; masks whose
+    reference scores lie within `tie` of each other may therefore come in either order, and only
+    those. Everything else about a matched pair must agree.
+    """
+    assert len(got) == len(want)
+    want_masks, want_iou = want.masks.numpy(), want.iou.numpy()
+    want_points = want.points.numpy()
+    used = np.zeros(len(want), dtype=bool)
+    for i in range(len(got)):
+        # Counterpart: an unused reference mask of the same grid point with a tied score (the
+        # closest score when a point's masks tie among themselves).
+        near = np.flatnonzero(~used & (np.abs(want_iou - want_iou[i]) <= tie)
+                              & np.all(np.abs(want_points - got.points[i]) < 1e-3, axis=1))
+        assert near.size, f"mask {i} of the runtime has no counterpart at its rank"
+        match = near[np.argmin(np.abs(want_iou[near] - got.iou[i]))]
+        used[match] = True
+        assert mask_iou(got.masks[i], want_masks[match]) > 0.99
+        assert abs(got.iou[i] - want_iou[match]) <= tie
+        assert abs(got.stability[i] - float(want.stability[match])) <= 1e-2
+        assert np.abs(got.boxes[i] - want.boxes[match].numpy()).max() <= 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("options", [NO_FILTERS, FILTERED], ids=["no-filters", "filtered"])
+@pytest.mark.parametrize("size", [(97, 143), (180, 120), (64, 64)])
+def test_propose_equals_reference(segmenters, models, family, options, size) -> None:
+    from zsris_rt.export.reference_amg import reference_generate
+
+    seg = segmenters[family]
+    image, _ = random_scene(np.random.default_rng(size[0] * 7 + size[1]), *size, 1)
+    got = seg.propose(image, **options)
+    want = reference_generate(models[family], seg.proposer.settings, image, **options)
+    assert len(want) >= 1
+    assert_same_proposals(got, want)
+    assert got.masks.shape[1:] == size and got.masks.dtype == bool
+    assert np.all(np.diff(got.iou) <= 0), "ordered by predicted IoU"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("nms", [None, 1.0], ids=["defaults", "defaults-without-nms"])
+def test_defaults_equal_reference(segmenters, models, family, nms) -> None:
+    """segment-anything's own thresholds (0.88 / 0.95 / 0.7) on the 32×32 grid; with NMS off too,
+    since on random weights NMS leaves a single mask (42 and 1024 pass the thresholds)."""
+    from zsris_rt.export.reference_amg import reference_generate
+
+    seg = segmenters[family]
+    image, _ = random_scene(np.random.default_rng(5), 120, 160, 1)
+    options = {} if nms is None else {"box_nms_thresh": nms}
+    got = seg.propose(image, **options)
+    want = reference_generate(models[family], seg.proposer.settings, image, **options)
+    assert len(want) >= (1 if nms is None else 20)
+    assert_same_proposals(got, want)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_chunk_size_does_not_change_result(segmenters, family) -> None:
+    seg = segmenters[family]
+    image, _ = random_scene(np.random.default_rng(11), 90, 130, 1)
+    results = [seg.propose(image, **{**NO_FILTERS, "points_per_batch": n}) for n in (1, 7, 64,
+                                                                                      1000)]
+    for other in results[1:]:
+        assert len(other) == len(results[0])
+        np.testing.assert_array_equal(other.masks, results[0].masks)
+        np.testing.assert_allclose(other.iou, results[0].iou, atol=1e-5)
+
+
+def test_deterministic_and_encoder_runs_once(segmenters) -> None:
+    seg = segmenters["sam"]
+    seg.clear_caches()
+    calls: list[str] = []
+    original = seg.backend.run
+
+    def counting(graph, inputs):
+        calls.append(graph)
+        return original(graph, inputs)
+
+    image, _ = random_scene(np.random.default_rng(2), 70, 50, 1)
+    seg.backend.run = counting
+    try:
+        first = seg.propose(image, **FILTERED)
+        second = seg.propose(image.copy(), **FILTERED)
+        loose = seg.propose(image, **NO_FILTERS)
+    finally:
+        del seg.backend.run
+    assert calls.count("prop_encoder") == 1
+    np.testing.assert_array_equal(first.masks, second.masks)
+    np.testing.assert_array_equal(first.iou, second.iou)
+    assert len(loose) == 3 * 8 * 8
+
+
+def test_max_masks_keeps_the_best(segmenters) -> None:
+    seg = segmenters["sam2"]
+    image, _ = random_scene(np.random.default_rng(3), 80, 100, 1)
+    full = seg.propose(image, **NO_FILTERS)
+    capped = seg.propose(image, **NO_FILTERS, max_masks=5)
+    assert len(capped) == 5
+    np.testing.assert_array_equal(capped.masks, full.masks[:5])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["1x1", "gray", "rgba", "large", "tall"])
+def test_odd_images_give_proposals(segmenters, models, family, kind) -> None:
+    from zsris_rt.export.reference_amg import reference_generate
+
+    rng = np.random.default_rng(4)
+    image = {
+        "1x1": rng.integers(0, 256, (1, 1, 3), dtype=np.uint8),
+        "gray": rng.integers(0, 256, (60, 90), dtype=np.uint8),
+        "rgba": rng.integers(0, 256, (60, 90, 4), dtype=np.uint8),
+        "large": random_scene(rng, 1500, 2000, 1)[0],  # ~8× the 256-px encoder input
+        "tall": rng.integers(0, 256, (900, 7, 3), dtype=np.uint8),
+    }[kind]
+    seg = segmenters[family]
+    options = dict(NO_FILTERS, points_per_side=4)
+    got = seg.propose(image, **options)
+    assert got.masks.shape[1:] == image.shape[:2]
+    assert all(m.any() for m in got.masks)
+    rgb = np.repeat(image[..., None], 3, 2) if image.ndim == 2 else image[..., :3]
+    assert_same_proposals(got, reference_generate(models[family], seg.proposer.settings, rgb,
+                                                  **options))
+    if len(got) == 0:  # a 1×1 image may well hold no mask: the pipeline says so, clearly
+        with pytest.raises(NoMaskError, match="kept no mask"):
+            seg.encode_image(image, **options)
+
+
+def test_bad_options_are_refused(segmenters) -> None:
+    seg = segmenters["sam"]
+    image = np.zeros((20, 20, 3), dtype=np.uint8)
+    with pytest.raises(TypeError, match="unknown proposer option"):
+        seg.propose(image, points_per_sid=4)
+    for bad in (dict(points_per_side=0), dict(points_per_batch=-1), dict(max_masks=0),
+                dict(box_nms_thresh=1.5), dict(pred_iou_thresh=float("nan")),
+                dict(points_per_side=2.5)):
+        with pytest.raises(ZsrisError):
+            seg.propose(image, **bad)
+
+
+def test_decode_takes_multi_point_prompts(segmenters, models) -> None:
+    """The decoder graph's general form: several points per prompt, background and padding
+    labels, against the PyTorch model on the same embedding."""
+    seg = segmenters["sam"]
+    image, _ = random_scene(np.random.default_rng(8), 100, 150, 1)
+    embedding = seg.proposer.encode(image)
+    points = np.array([[[10, 20], [90, 50]], [[140, 90], [0, 0]]], dtype=np.float32)
+    labels = np.array([[1, 0], [1, -1]])
+    logits, iou = seg.proposer.decode(embedding, points, labels)
+    frame_points = torch.from_numpy(embedding.frame.to_input(points))
+    with torch.no_grad():
+        out = models["sam"](image_embeddings=torch.from_numpy(
+            embedding.tensors["image_embeddings"]), input_points=frame_points[None],
+            input_labels=torch.from_numpy(labels)[None], multimask_output=True)
+    np.testing.assert_allclose(logits, out.pred_masks[0].numpy(), atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(iou, out.iou_scores[0].numpy(), atol=1e-4)
