@@ -44,10 +44,9 @@ class GraphSpec:
                 "outputs": [describe(n, t) for n, t in zip(self.outputs, outputs, strict=True)]}
 
 
-def export_graph(spec: GraphSpec, path: Path,
-                 external_data_bytes: int = EXTERNAL_DATA_BYTES) -> list[str]:
+def export_graph(spec: GraphSpec, path: Path) -> list[str]:
     """Write `spec` to `path`; returns the file names written (the graph, and its weights file
-    when they exceed `external_data_bytes`)."""
+    when they exceed `EXTERNAL_DATA_BYTES`)."""
     import onnx
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -59,7 +58,7 @@ def export_graph(spec: GraphSpec, path: Path,
             do_constant_folding=True,
         )
     weights = sum(p.numel() * p.element_size() for p in spec.module.parameters())
-    if weights <= external_data_bytes:
+    if weights <= EXTERNAL_DATA_BYTES:
         return [path.name]
     # The exporter scatters large models over one file per tensor; gather them into one.
     model = onnx.load(str(path), load_external_data=True)

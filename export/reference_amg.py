@@ -172,7 +172,7 @@ def _process_chunk(model: nn.Module, embeddings: Any, points: torch.Tensor, heig
                 input_labels=torch.ones(1, n, 1, dtype=torch.int64), multimask_output=True)
     logits = out.pred_masks[0].flatten(0, 1)  # point-major: point 0's three masks first
     iou = out.iou_scores[0].flatten(0, 1)
-    mask_points = points.to(torch.float32).repeat(out.pred_masks.shape[2], 1)
+    mask_points = points.to(torch.float32).repeat_interleave(out.pred_masks.shape[2], dim=0)
     # The IoU filter reads no mask, so applying it before the upsampling changes nothing.
     if generator.pred_iou_thresh > 0:
         keep = iou > generator.pred_iou_thresh

@@ -32,5 +32,6 @@ def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.n
         if suppressed[i]:
             continue
         keep.append(i)
-        suppressed |= iou[i] > iou_threshold
+        # torchvision compares its float32 IoU with the threshold in double precision.
+        suppressed |= iou[i].astype(np.float64) > iou_threshold
     return order[np.asarray(keep, dtype=np.int64)]

@@ -47,8 +47,12 @@ class InputFrame:
         return cls((height, width), resized, s, padded=True)
 
     def to_input(self, points: np.ndarray) -> np.ndarray:
-        """Points (x, y) in image pixels → pixels of the S×S input frame."""
+        """Points (x, y) in image pixels → pixels of the S×S input frame, rounded as each
+        official predictor rounds them (SAM in float64, SAM 2 in float32)."""
         (h0, w0), (h1, w1) = self.image_size, self.resized
+        if not self.padded:
+            unit = points.astype(np.float32) / np.array([w0, h0], dtype=np.float32)
+            return unit * np.float32(self.input_size)
         return (points * np.array([w1 / w0, h1 / h0])).astype(np.float32)
 
     def logit_maps(self, low_res: int) -> tuple[np.ndarray, np.ndarray]:

@@ -46,8 +46,8 @@ def assert_same_proposals(got, want, tie: float = 5e-4) -> None:
     those. Everything else about a matched pair must agree.
     """
     assert len(got) == len(want)
-    want_masks, want_iou = want.masks.numpy(), want.iou.numpy()
-    want_points = want.points.numpy()
+    want_masks, want_iou = np.asarray(want.masks), np.asarray(want.iou)
+    want_points = np.asarray(want.points)
     used = np.zeros(len(want), dtype=bool)
     for i in range(len(got)):
         # Counterpart: an unused reference mask of the same grid point with a tied score (the
@@ -101,10 +101,11 @@ def test_chunk_size_does_not_change_result(segmenters, family) -> None:
     image, _ = random_scene(np.random.default_rng(11), 90, 130, 1)
     results = [seg.propose(image, **{**NO_FILTERS, "points_per_batch": n}) for n in (1, 7, 64,
                                                                                       1000)]
+    # A different batch may take other kernels in ONNX Runtime, so logits can move by ~1e-6:
+    # the same masks at the same ranks, not necessarily the same bits.
     for other in results[1:]:
-        assert len(other) == len(results[0])
-        np.testing.assert_array_equal(other.masks, results[0].masks)
-        np.testing.assert_allclose(other.iou, results[0].iou, atol=1e-5)
+        assert len(other) == 3 * 8 * 8
+        assert_same_proposals(other, results[0], tie=1e-4)
 
 
 def test_deterministic_and_encoder_runs_once(segmenters) -> None:

@@ -89,7 +89,7 @@ def _batched_nms_stub(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Ten
 
 
 def _unavailable(*args: Any, **kwargs: Any) -> Any:
-    raise AssertionError("the stand-in predictor never resizes with torchvision")
+    raise AssertionError("not reached with one crop and the stand-in predictor")
 
 
 @pytest.fixture(scope="module")
