@@ -60,7 +60,7 @@ def assert_same_proposals(got, want, tie: float = 5e-4) -> None:
         assert mask_iou(got.masks[i], want_masks[match]) > 0.99
         assert abs(got.iou[i] - want_iou[match]) <= tie
         assert abs(got.stability[i] - float(want.stability[match])) <= 1e-2
-        assert np.abs(got.boxes[i] - want.boxes[match].numpy()).max() <= 1
+        assert np.abs(got.boxes[i] - np.asarray(want.boxes[match])).max() <= 1
 
 
 @pytest.mark.parametrize("family", FAMILIES)
