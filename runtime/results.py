@@ -8,6 +8,21 @@ import numpy as np
 
 
 @dataclass
+class Proposals:
+    """Candidate masks from the proposer, best predicted IoU first."""
+
+    masks: np.ndarray  # K×H×W bool
+    iou: np.ndarray  # K float32, the decoder's predicted IoU (the NMS score)
+    stability: np.ndarray  # K float32, segment-anything's stability score
+    boxes: np.ndarray  # K×4 int64, tight [x0, y0, x1, y1) boxes
+    points: np.ndarray  # K×2 float32, the grid point (x, y) in image pixels that made each mask
+    timings: dict[str, float] = field(default_factory=dict)  # stage → milliseconds
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+
+@dataclass
 class Scene:
     """Everything that depends on the image only; score any number of expressions against it."""
 
@@ -52,18 +67,3 @@ class Result:
     @property
     def score(self) -> float:
         return float(self.scores[self.index])
-
-
-@dataclass
-class Proposals:
-    """Candidate masks from the proposer, best predicted IoU first."""
-
-    masks: np.ndarray  # K×H×W bool
-    iou: np.ndarray  # K float32, the decoder's predicted IoU (the NMS score)
-    stability: np.ndarray  # K float32, segment-anything's stability score
-    boxes: np.ndarray  # K×4 int64, tight [x0, y0, x1, y1) boxes
-    points: np.ndarray  # K×2 float32, the grid point (x, y) in image pixels that made each mask
-    timings: dict[str, float] = field(default_factory=dict)  # stage → milliseconds
-
-    def __len__(self) -> int:
-        return int(self.masks.shape[0])
