@@ -206,16 +206,22 @@ def detect_format(path: Path) -> str:
     return "openai"
 
 
+def checked_path(path: str | Path, fmt: str, formats: tuple[str, ...]) -> Path:
+    """The checkpoint path, once it exists and `fmt` is one of `formats`."""
+    path = Path(path)
+    if not path.exists():
+        raise ZsrisError(f"checkpoint {path} does not exist")
+    if fmt not in formats:
+        raise ZsrisError(f"unknown checkpoint format {fmt!r} (choose from {', '.join(formats)})")
+    return path
+
+
 def load_clip(path: str | Path, fmt: str = "auto", activation: str | None = None,
               heads: tuple[int | None, int | None] = (None, None)) -> LoadedClip:
     """Load any supported CLIP checkpoint. `activation` overrides the format's default
     (quick_gelu for OpenAI and HF configs that say so, gelu for open_clip); `heads` (vision,
     text) overrides width / 64 for state dicts, whose weights do not record it."""
-    path = Path(path)
-    if not path.exists():
-        raise ZsrisError(f"checkpoint {path} does not exist")
-    if fmt not in FORMATS:
-        raise ZsrisError(f"unknown checkpoint format {fmt!r} (choose from {', '.join(FORMATS)})")
+    path = checked_path(path, fmt, FORMATS)
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "hf":

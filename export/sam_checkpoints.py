@@ -17,6 +17,7 @@ import torch
 
 from zsris_rt.errors import ZsrisError
 
+from .checkpoints import checked_path
 from .random_checkpoint import SAM_GEOMETRIES
 
 if TYPE_CHECKING:
@@ -296,11 +297,7 @@ def _unwrap(state: object) -> dict[str, torch.Tensor]:
 def load_proposer(path: str | Path, fmt: str = "auto") -> LoadedProposer:
     """Load a SAM / SAM 2 proposer: "sam" is an original segment-anything `.pth`, "hf" a Hugging
     Face folder; "auto" picks hf for a folder and sam for a file."""
-    path = Path(path)
-    if not path.exists():
-        raise ZsrisError(f"checkpoint {path} does not exist")
-    if fmt not in FORMATS:
-        raise ZsrisError(f"unknown checkpoint format {fmt!r} (choose from {', '.join(FORMATS)})")
+    path = checked_path(path, fmt, FORMATS)
     if fmt == "auto":
         fmt = "hf" if path.is_dir() else "sam"
     try:
