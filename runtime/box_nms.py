@@ -5,33 +5,31 @@ from __future__ import annotations
 import numpy as np
 
 
-def box_iou_matrix(boxes: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of K boxes [x0, y0, x1, y1]; area = (x1 − x0)·(y1 − y0). float32, as
-    torchvision computes it, so that a pair right at the threshold falls the same way."""
-    b = boxes.astype(np.float32)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = np.maximum(b[:, None, :2], b[None, :, :2])
-    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    union = area[:, None] + area[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, np.float32(0.0))
-
-
 def box_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices of the kept boxes, best score first (ties: the earlier box first). A box is
-    dropped when its IoU with a kept, better box exceeds `iou_threshold`."""
+    """Indices of the kept boxes [x0, y0, x1, y1], best score first (ties: the earlier box
+    first). A box is dropped when its IoU with a kept, better box exceeds `iou_threshold`.
+
+    IoU as torchvision computes it: area (x1 − x0)·(y1 − y0), in float32, compared with the
+    threshold in double precision, so that a pair right at the threshold falls the same way.
+    Only the rows of kept boxes are computed: O(kept × K), not a K×K matrix.
+    """
     order = np.argsort(-scores.astype(np.float64), kind="stable")
-    if order.size == 0:
+    if order.size == 0 or iou_threshold >= 1.0:  # an IoU never exceeds 1: nothing is dropped
         return order.astype(np.int64)
-    iou = box_iou_matrix(boxes[order])
+    x0, y0, x1, y1 = boxes[order].astype(np.float32).T
+    area = (x1 - x0) * (y1 - y0)
     suppressed = np.zeros(order.size, dtype=bool)
     keep = []
     for i in range(order.size):
         if suppressed[i]:
             continue
         keep.append(i)
-        # torchvision compares its float32 IoU with the threshold in double precision.
-        suppressed |= iou[i].astype(np.float64) > iou_threshold
+        rest = slice(i + 1, None)
+        w = np.maximum(np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]), np.float32(0))
+        h = np.maximum(np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]), np.float32(0))
+        inter = w * h
+        union = area[i] + area[rest] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = inter / union  # 0/0 is NaN, which suppresses nothing, as in torchvision
+        suppressed[rest] |= iou.astype(np.float64) > iou_threshold
     return order[np.asarray(keep, dtype=np.int64)]

@@ -195,3 +195,18 @@ def test_decode_takes_multi_point_prompts(segmenters, models) -> None:
             input_labels=torch.from_numpy(labels)[None], multimask_output=True)
     np.testing.assert_allclose(logits, out.pred_masks[0].numpy(), atol=1e-3, rtol=1e-3)
     np.testing.assert_allclose(iou, out.iou_scores[0].numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 0.97, 1.0])
+def test_box_nms_equals_reference(threshold) -> None:
+    """Many overlaps, zero-area boxes and exactly tied scores."""
+    from zsris_rt.box_nms import box_nms
+    from zsris_rt.export.reference_amg import box_nms as reference_nms
+
+    rng = np.random.default_rng(int(threshold * 100))
+    for _ in range(5):
+        corner = rng.integers(0, 50, (300, 2))
+        boxes = np.concatenate([corner, corner + rng.integers(0, 20, (300, 2))], axis=1)
+        scores = (rng.integers(0, 20, 300) / 20).astype(np.float32)
+        want = reference_nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold)
+        np.testing.assert_array_equal(box_nms(boxes, scores, threshold), want.numpy())
