@@ -27,18 +27,32 @@ Output: a markdown report on stdout, everything in --json, progress on stderr.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from common import (
+    HEAVY_MODULES,
+    CpuShare,
+    Json,
+    argument_parser,
+    draw_scene,
+    elapsed,
+    machine,
+    machine_lines,
+    peak_rss,
+    say,
+    spawn_worker,
+    summary,
+    table,
+    wait_for_quiet,
+    wall_line,
+    worker_main,
+)
 
 DEFAULT_TEXT = "the red mug left of the laptop"
 IMAGE_SIZE = (480, 640)  # H, W
@@ -46,12 +60,13 @@ SCORE_TOLERANCE = 2e-3  # max |runtime − reference| on 100·cos scores
 RUNTIME_STAGES = ("decode", "preprocess", "trunk", "mask_grid", "masked_head", "crops",
                   "crop_encoder", "text", "score")
 GEOMETRIES = ("ViT-B/32", "ViT-B/16", "ViT-L/14", "tiny")  # export.random_checkpoint's
-HEAVY_MODULES = ("torch", "transformers", "onnx", "scipy", "safetensors")
 GRAPH_OF_STAGE = {"trunk": "clip_trunk", "masked_head": "clip_masked_head",
                   "crop_encoder": "clip_image", "text": "clip_text"}
-_START = time.perf_counter()
-
-Json = dict[str, Any]
+# Versions the JSON records, and those the report names (label: distribution).
+VERSIONS = ("numpy", "onnxruntime", "torch", "onnx", "opencv-python-headless", "spacy",
+            "transformers")
+SHOWN_VERSIONS = {"numpy": "numpy", "onnxruntime": "onnxruntime", "torch": "torch", "onnx": "onnx",
+                  "spaCy": "spacy"}
 
 
 @dataclass
@@ -69,40 +84,7 @@ class Config:
     matmul_tries: int = 5
 
 
-def say(message: str) -> None:
-    """A progress line on stderr, stamped with seconds since start."""
-    print(f"[{time.perf_counter() - _START:6.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------------- statistics
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default), without numpy."""
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def summary(values: list[float]) -> Json:
-    """Median, p90, min and max of a list of milliseconds."""
-    return {"median": statistics.median(values), "p90": percentile(values, 90),
-            "min": min(values), "max": max(values), "n": len(values)}
-
-
-# ------------------------------------------------------------------------------ worker helpers
-def peak_rss() -> Json:
-    """Peak RSS of this process: getrusage's ru_maxrss and /proc's VmHWM, in MiB."""
-    import resource
-
-    out: Json = {"ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(("VmHWM:", "VmRSS:")):
-                out[line.split(":")[0].lower() + "_mb"] = int(line.split()[1]) / 1024
-    return out
-
-
+# ------------------------------------------------------------------------------------- workers
 def worker_workload(spec: Json) -> Json:
     """Write the JPEG (smooth noise and shapes) and K random ellipse masks per K."""
     import cv2
@@ -110,18 +92,7 @@ def worker_workload(spec: Json) -> Json:
 
     h, w = spec["size"]
     rng = np.random.default_rng(spec["seed"])
-    low = rng.uniform(0, 255, (12, 16, 3)).astype(np.float32)
-    image = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
-    for _ in range(10):
-        color = [float(c) for c in rng.uniform(0, 255, 3)]
-        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
-        if rng.random() < 0.5:
-            cv2.circle(image, (x, y), int(rng.integers(15, 90)), color, -1)
-        else:
-            cv2.rectangle(image, (x, y), (x + int(rng.integers(20, 160)),
-                                          y + int(rng.integers(20, 120))), color, -1)
-    image = np.clip(cv2.GaussianBlur(image, (0, 0), 2.0), 0, 255).astype(np.uint8)
-    cv2.imwrite(spec["image"], image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(spec["image"], draw_scene(rng, w, h, shapes=10), [cv2.IMWRITE_JPEG_QUALITY, 90])
     for k, path in zip(spec["ks"], spec["masks"], strict=True):
         masks = np.zeros((k, h, w), dtype=bool)
         for i in range(k):
@@ -136,23 +107,14 @@ def worker_workload(spec: Json) -> Json:
     return {"image_bytes": os.path.getsize(spec["image"])}
 
 
-def _cpu_seconds() -> tuple[float, float]:
-    """(busy seconds of all CPUs since boot, CPU seconds of this process and its threads)."""
-    with open("/proc/stat") as stat:
-        jiffies = [int(v) for v in stat.readline().split()[1:9]]
-    busy = sum(jiffies) - jiffies[3] - jiffies[4]  # all but idle and iowait
-    own = os.times()
-    return busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
-
-
 def _timed_runs(run: Any, before: Any, warmup: int, repeats: int) -> tuple[list[float], Any, Json]:
     """Call `before()` then time `run()` warmup + repeats times. Returns the timed ms, the last
     result, and the first (cold) call's ms with the other processes' CPU share while timing."""
     times: list[float] = []
-    first, result, cpu0, wall0 = 0.0, None, (0.0, 0.0), 0.0
+    first, result, share = 0.0, None, CpuShare()
     for i in range(warmup + repeats):
         if i == warmup:
-            cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+            share = CpuShare()
         before()
         start = time.perf_counter()
         result = run()
@@ -161,10 +123,7 @@ def _timed_runs(run: Any, before: Any, warmup: int, repeats: int) -> tuple[list[
             first = ms
         if i >= warmup:
             times.append(ms)
-    (busy, own), wall = _cpu_seconds(), time.perf_counter() - wall0
-    other = max(0.0, (busy - cpu0[0]) - (own - cpu0[1])) / (wall * (os.cpu_count() or 1))
-    return times, result, {"first_call_ms": first, "other_processes_cpu_share": other,
-                           "own_cpu_per_wall": (own - cpu0[1]) / wall}
+    return times, result, {"first_call_ms": first, **share.result()}
 
 
 def worker_runtime(spec: Json) -> Json:
@@ -191,12 +150,12 @@ def worker_runtime(spec: Json) -> Json:
 
     times, result, extra = _timed_runs(run, clear, spec["warmup"], spec["repeats"])
     timed_stages = stages[spec["warmup"]:]
-    stage_ms = {name: summary([s.get(name, 0.0) for s in timed_stages])
+    stage_ms = {name: summary([s.get(name, 0.0) for s in timed_stages], (90,))
                 for name in sorted({n for s in timed_stages for n in s})}
     outside = [t - sum(s.values()) for t, s in zip(times, timed_stages, strict=True)]
     return {
-        "latency_ms": summary(times), "latencies_ms": times, **extra,
-        "stages_ms": stage_ms, "outside_stages_ms": summary(outside),
+        "latency_ms": summary(times, (90,)), "latencies_ms": times, **extra,
+        "stages_ms": stage_ms, "outside_stages_ms": summary(outside, (90,)),
         "scores": [float(v) for v in result.scores], "index": int(result.index),
         "sentence": result.sentence, "noun_phrase": result.noun_phrase,
         "startup_s": startup, "rss_after_load": rss_loaded, "rss": peak_rss(),
@@ -242,7 +201,7 @@ def worker_reference(spec: Json) -> Json:
 
     times, result, extra = _timed_runs(run, parser.clear_cache, spec["warmup"], spec["repeats"])
     return {
-        "latency_ms": summary(times), "latencies_ms": times, **extra,
+        "latency_ms": summary(times, (90,)), "latencies_ms": times, **extra,
         "scores": [float(v) for v in result.scores], "index": int(result.index),
         "startup_s": startup, "rss_after_load": rss_loaded, "rss": peak_rss(),
         "torch_threads": torch.get_num_threads(),
@@ -363,59 +322,10 @@ WORKERS = {"export": worker_export, "workload": worker_workload, "runtime": work
            "reference": worker_reference, "flops": worker_flops, "matmul": worker_matmul}
 
 
-def worker_main(mode: str, spec_path: str) -> int:
-    """Entry of a worker subprocess: read the spec, run, write the result JSON."""
-    spec = json.loads(Path(spec_path).read_text())
-    result = WORKERS[mode](spec)
-    Path(spec["result"]).write_text(json.dumps(result))
-    return 0
-
-
 # ------------------------------------------------------------------------------- orchestration
-def thread_env(threads: int) -> dict[str, str]:
-    """The environment for workers: every BLAS/OpenMP pool limited to `threads`."""
-    env = dict(os.environ)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[var] = str(threads)
-    return env
-
-
-def busy_share(seconds: float = 1.0) -> float:
-    """Share of all CPUs busy over the next `seconds` (this process sleeps meanwhile)."""
-    before = _cpu_seconds()[0]
-    time.sleep(seconds)
-    return (_cpu_seconds()[0] - before) / (seconds * (os.cpu_count() or 1))
-
-
-def wait_for_quiet(max_wait: float, report: Json, threshold: float = 0.1) -> None:
-    """Wait (at most `max_wait` s) until other processes use under `threshold` of the CPUs;
-    add the time waited to report["waited_s"]."""
-    if max_wait <= 0:
-        return
-    start = time.perf_counter()
-    share = busy_share()
-    while share > threshold and time.perf_counter() - start < max_wait:
-        say(f"machine busy ({100 * share:.0f} % of CPUs used by others); waiting")
-        share = busy_share(5.0)
-    report["waited_s"] = report.get("waited_s", 0.0) + time.perf_counter() - start
-
-
 def run_worker(mode: str, spec: Json, cfg: Config, tag: str) -> Json:
     """Run one worker in a fresh Python process and return its result."""
-    folder = Path(cfg.work) / "runs"
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = dict(spec, result=str(folder / f"{tag}.result.json"))
-    spec_path = folder / f"{tag}.spec.json"
-    spec_path.write_text(json.dumps(spec))
-    Path(spec["result"]).unlink(missing_ok=True)
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", mode,
-                           str(spec_path)], env=thread_env(cfg.threads), stdout=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench_clip: worker {tag} failed (exit {proc.returncode})")
-    result = json.loads(Path(spec["result"]).read_text())
-    result["process_wall_s"] = time.perf_counter() - start
-    return result
+    return spawn_worker(__file__, mode, spec, tag, cfg.work, cfg.threads)
 
 
 def ensure_pack(cfg: Config, force: bool) -> tuple[Path, Path]:
@@ -431,44 +341,9 @@ def ensure_pack(cfg: Config, force: bool) -> tuple[Path, Path]:
     return checkpoint, pack
 
 
-def machine() -> Json:
-    """CPU model, cores, load, Python and library versions (read without importing torch)."""
-    model = "?"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for dist in ("numpy", "onnxruntime", "torch", "onnx", "opencv-python-headless", "spacy",
-                 "transformers"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "versions": versions, "loadavg_start": os.getloadavg(), "source": source_state()}
-
-
-def source_state() -> Json:
-    """The zsris_rt checkout measured: commit and locally modified files (read-only git)."""
-    spec = importlib.util.find_spec("zsris_rt")  # located, not imported: keeps this process small
-    root = Path(spec.origin if spec and spec.origin else ".").resolve().parent.parent
-
-    def git(*args: str) -> str:
-        proc = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else "?"
-
-    changed = [line[3:] for line in git("status", "--porcelain", "--", "runtime", "export")
-               .splitlines() if line[3:]]
-    return {"root": str(root), "commit": git("rev-parse", "--short", "HEAD"),
-            "modified": changed}
-
-
 def measure(cfg: Config, force_export: bool) -> Json:
     """Run every worker and gather the numbers of the report."""
-    report: Json = {"config": asdict(cfg), "machine": machine()}
+    report: Json = {"config": asdict(cfg), "machine": machine(VERSIONS)}
     checkpoint, pack = ensure_pack(cfg, force_export)
     manifest = pack / "manifest.json"
     report["pack"] = {"path": str(pack), "exported": time.strftime(
@@ -547,28 +422,14 @@ def floors(report: Json, cfg: Config) -> Json:
 
 
 # -------------------------------------------------------------------------------------- report
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """A markdown table."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
-
-
 def render(report: Json) -> str:
     """The markdown report printed on stdout."""
-    cfg, m, mm = report["config"], report["machine"], report["matmul"]
-    v = m["versions"]
-    fl = report["floors"]
-    src, graphs = m["source"], report["flops"]["graphs"]
+    cfg, mm, fl = report["config"], report["matmul"], report["floors"]
+    graphs = report["flops"]["graphs"]
     lines = [
         f"## zsris-rt vs PyTorch reference: CLIP {cfg['geometry']}, random weights",
         "",
-        f"- machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
-        f"{m['platform']}; load average {m['loadavg_start'][0]:.2f} at start, "
-        f"{m['loadavg_end'][0]:.2f} at end",
-        f"- Python {m['python']}, numpy {v['numpy']}, onnxruntime {v['onnxruntime']}, "
-        f"torch {v['torch']}, onnx {v['onnx']}, spaCy {v['spacy']}",
-        f"- source: {src['root']} at {src['commit']}"
-        + (f", uncommitted changes in {', '.join(src['modified'])}" if src["modified"] else ""),
+        *machine_lines(report["machine"], SHOWN_VERSIONS),
         f"- threads: {cfg['threads']} (ORT intra-op, torch.set_num_threads, OpenBLAS/OpenMP)",
         f"- workload: {IMAGE_SIZE[1]}×{IMAGE_SIZE[0]} JPEG decoded from disk every run, "
         f"K random ellipse masks, \"{cfg['text']}\"; warm-up runs dropped: {cfg['warmup']}, "
@@ -582,8 +443,7 @@ def render(report: Json) -> str:
         "weights (fp32 MiB): " + ", ".join(
             f"{g} {v['parameters'] * 4 / 2**20:.0f}" for g, v in graphs.items())
         + f"; total {sum(v['parameters'] for v in graphs.values()) * 4 / 2**20:.0f}",
-        f"- wall time {report['wall_s']:.0f} s, of which {report.get('waited_s', 0.0):.0f} s "
-        "waiting for a quiet machine",
+        wall_line(report),
         "",
         "### End to end (image + masks + expression → index)",
         "",
@@ -662,10 +522,7 @@ def render(report: Json) -> str:
 
 # ---------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="bench_clip.py",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser("bench_clip.py", __doc__)
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny geometry, K = 4, 1 warm-up + 2 runs (< 30 s)")
     parser.add_argument("--geometry", default=None, choices=GEOMETRIES,
@@ -687,7 +544,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="before each timed process, wait up to SECONDS for other processes "
                              "to use under 10 %% of the CPUs (default 0: do not wait)")
     parser.add_argument("--json", metavar="PATH", help="write every number here as JSON")
-    parser.add_argument("--worker", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -709,12 +565,12 @@ def config_from(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        return worker_main(*args.worker)
+        return worker_main(WORKERS, *args.worker)
     cfg = config_from(args)
     say(f"bench_clip: {cfg.geometry}, K = {cfg.ks}, {cfg.warmup} warm-up + {cfg.repeats} runs, "
         f"{cfg.threads} threads, work folder {cfg.work}")
     report = measure(cfg, args.force_export)
-    report["wall_s"] = time.perf_counter() - _START
+    report["wall_s"] = elapsed()
     print(render(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
