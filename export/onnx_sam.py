@@ -81,10 +81,44 @@ class DecoderGraph(nn.Module):
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         *embeddings, points, labels = args
-        image_embeddings = embeddings[0] if self.family == "sam" else list(embeddings)
-        out = self.model(image_embeddings=image_embeddings, input_points=points[None],
+        if self.family == "sam2":
+            return self._sam2(*embeddings, points, labels)
+        out = self.model(image_embeddings=embeddings[0], input_points=points[None],
                          input_labels=labels[None], multimask_output=True)
         return out.pred_masks[0], out.iou_scores[0]
+
+    def _sam2(self, feat_s0: torch.Tensor, feat_s1: torch.Tensor, image: torch.Tensor,
+              points: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`Sam2Model.forward`'s multimask path with the per-image maps broadcast over the
+        prompts instead of copied once per prompt (transformers repeats the two high-resolution
+        maps and the positional encoding for every prompt: 16 MB each at 1024² input, a quarter
+        of a decoder call spent in `Tile`). Same modules, same arithmetic; the runtime tests hold
+        the result to transformers' own forward."""
+        model, decoder = self.model, self.model.mask_decoder
+        prompts = points.shape[0]
+        sparse, dense = model.prompt_encoder(input_points=points[None], input_labels=labels[None],
+                                             input_boxes=None, input_masks=None)
+        tokens = torch.cat([decoder.obj_score_token.weight, decoder.iou_token.weight,
+                            decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat([tokens[None, None].expand(1, prompts, -1, -1), sparse], dim=2)
+        # The transformer updates the image tokens per prompt, so those must be one per prompt.
+        keys = (image + dense).repeat_interleave(prompts, dim=0)
+        queries, keys = decoder.transformer(
+            point_embeddings=tokens, image_embeddings=keys,
+            image_positional_embeddings=model.get_image_wide_positional_embeddings(),
+            attention_similarity=None)
+        channels, height, width = image.shape[1:]
+        keys = keys.transpose(2, 3).reshape(prompts, channels, height, width)
+        upscaled = decoder.activation(decoder.upscale_layer_norm(
+            decoder.upscale_conv1(keys) + feat_s1))
+        upscaled = decoder.activation(decoder.upscale_conv2(upscaled) + feat_s0)
+        mask_tokens = queries[0, :, 2:2 + decoder.num_mask_tokens]
+        hyper = torch.stack([mlp(mask_tokens[:, i]) for i, mlp in
+                             enumerate(decoder.output_hypernetworks_mlps)], dim=1)
+        size = upscaled.shape[-2:]
+        masks = (hyper @ upscaled.flatten(2)).unflatten(2, size)
+        iou = decoder.iou_prediction_head(queries[0, :, 1])
+        return masks[:, 1:], iou[:, 1:]
 
 
 def proposer_graph_specs(model: nn.Module, seed: int = 0) -> list[GraphSpec]:

@@ -132,3 +132,24 @@ def test_large_weights_go_to_one_side_file(monkeypatch, pack_dir, sam_folders, t
     (pack / "prop_encoder.onnx.data").write_bytes(bytes(data))
     with pytest.raises(Exception, match="prop_encoder.onnx.data does not match"):
         Segmenter.from_pack(pack)
+
+
+def test_sam2_decoder_graph_equals_transformers_forward():
+    """The exported SAM 2 decoder broadcasts the per-image maps instead of copying them per
+    prompt; the module it is traced from must still be transformers' own forward, exactly."""
+    import torch
+
+    from zsris_rt.export.onnx_sam import DecoderGraph, EncoderGraph
+    from zsris_rt.export.random_checkpoint import random_sam
+
+    model = random_sam("sam2", "tiny", seed=4)
+    with torch.no_grad():
+        embeddings = EncoderGraph(model)(torch.randn(1, 3, 256, 256))
+        points = torch.rand(5, 2, 2) * 256
+        labels = torch.tensor([[1, -1], [1, 0], [0, 1], [1, 1], [1, -1]])
+        logits, iou = DecoderGraph(model)(*embeddings, points, labels)
+        want = model(image_embeddings=list(embeddings), input_points=points[None],
+                     input_labels=labels[None], multimask_output=True)
+    assert logits.abs().max() > 1
+    torch.testing.assert_close(logits, want.pred_masks[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(iou, want.iou_scores[0], rtol=1e-5, atol=1e-6)
