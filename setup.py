@@ -1,6 +1,21 @@
-"""Build for zsris-rt: the torch-free runtime `zsris_rt` plus its export tools `zsris_rt.export`."""
+"""Build for zsris-rt: the torch-free runtime `zsris_rt` plus its export tools `zsris_rt.export`,
+and the optional C++ mask ops `zsris_rt._maskops` (cpp_ext/)."""
+
+from glob import glob
 
 from setuptools import setup
+
+try:
+    from pybind11.setup_helpers import Pybind11Extension, build_ext
+except ImportError:  # no pybind11 in the build environment: NumPy twins only
+    EXTENSIONS, COMMANDS = [], {}
+    print("zsris-rt: pybind11 not found; the C++ mask ops are not built (NumPy twins are used)")
+else:
+    # optional=True: a failed compile (no compiler) warns and the install goes on without it.
+    EXTENSIONS = [Pybind11Extension("zsris_rt._maskops", sorted(glob("cpp_ext/*.cpp")),
+                                    depends=glob("cpp_ext/*.h"), cxx_std=17,
+                                    extra_compile_args=["-O3"], optional=True)]
+    COMMANDS = {"build_ext": build_ext}
 
 RUNTIME_REQUIRES = [
     "numpy>=1.24",
@@ -40,6 +55,8 @@ setup(
     package_dir={"zsris_rt": "runtime", "zsris_rt.export": "export"},
     install_requires=RUNTIME_REQUIRES,
     extras_require={"export": EXPORT_REQUIRES, "test": TEST_REQUIRES},
+    ext_modules=EXTENSIONS,
+    cmdclass=COMMANDS,
     entry_points={
         "console_scripts": [
             "zsris-rt=zsris_rt.cli:main",

@@ -81,6 +81,7 @@ def numbered(path: Path | None, number: int, total: int) -> Path | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from .image import read_image
+    from .maskops import implementation
     from .masks import load_masks
     from .outputs import encode_png, render_overlay, result_to_dict, write_files_atomically
     from .segmenter import Segmenter
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"image": str(args.image), "image_size": list(scene.image_size),
             "num_masks": scene.num_masks, "pack": str(args.pack),
             "masks_from": str(args.masks) if args.masks else "proposer",
+            "maskops": implementation(),
             **seg.backend.describe(), "results": records}
 
 

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 
 from .errors import ImageError, MaskError, ZsrisError
-from .masks import rle_encode, tight_boxes
+from .maskops import tight_boxes
+from .masks import rle_encode
 from .results import Result
 
 OVERLAY_RGB = (0, 230, 120)  # tint, contour, box and label background

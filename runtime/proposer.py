@@ -17,7 +17,7 @@ from .backends import Backend
 from .box_nms import box_nms
 from .errors import ZsrisError
 from .input_frame import InputFrame, prepare_input
-from .logit_upsample import binary_masks, mask_statistics
+from .maskops import logit_masks, logit_statistics
 from .pack import GeneratorDefaults, ProposerSettings
 from .results import Proposals
 
@@ -119,8 +119,8 @@ class Proposer:
             keep = iou > opts.pred_iou_thresh if opts.pred_iou_thresh > 0 else \
                 np.ones(iou.shape, dtype=bool)
             logits, iou, points = logits[keep], iou[keep], points[keep]
-            stability, boxes, area = mask_statistics(logits, maps, threshold,
-                                                     opts.stability_score_offset)
+            stability, boxes, area = logit_statistics(logits, maps, threshold,
+                                                      opts.stability_score_offset)
             keep = area > 0  # an empty mask has nothing to score (stability drops it by default)
             if opts.stability_score_thresh > 0:
                 keep &= stability >= opts.stability_score_thresh
@@ -134,7 +134,7 @@ class Proposer:
         order = box_nms(found["boxes"], found["iou"], opts.box_nms_thresh)
         if opts.max_masks is not None:
             order = order[:opts.max_masks]
-        masks = binary_masks(found["logits"][order], maps, threshold)
+        masks = logit_masks(found["logits"][order], maps, threshold)
         boxes = found["boxes"][order] + np.array([0, 0, 1, 1])  # inclusive → exclusive
         timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + decode_ms
         timings["prop_filter"] = timings.get("prop_filter", 0.0) + filter_ms

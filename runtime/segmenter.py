@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Backend, create_backend
-from .crop_batcher import masked_crops
 from .errors import MaskError, NoMaskError, ZsrisError
 from .image import as_rgb, normalise
-from .mask_grid import mask_grid
-from .masks import tight_boxes, validate_masks
+from .maskops import mask_grid, masked_crops, tight_boxes
+from .masks import validate_masks
 from .pack import CLIP_GRAPHS, ClipSettings, Pack, load_pack
 from .proposer import ImageEmbedding, Proposer
 from .resize import resize_bilinear

@@ -1,0 +1,52 @@
+// zsris_rt._maskops: the per-mask CPU work between engine calls, each op with a NumPy twin in
+// runtime/ that it is tested against. Inputs are validated in Python (runtime/maskops.py) and
+// again here for shape and dtype; loops touch no Python object and run with the GIL released.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace py = pybind11;
+
+namespace zsris {
+
+// C-contiguous arrays only: a strided view must be copied by the caller, never read wrongly.
+template <typename T>
+using carray = py::array_t<T, py::array::c_style>;
+
+// Run f(i) for i in [0, n) on up to hardware_concurrency threads, in contiguous blocks.
+template <typename F>
+void parallel_for(int64_t n, F f, int64_t min_per_thread = 1) {
+    int64_t threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
+    threads = std::min(threads, std::max<int64_t>(1, n / std::max<int64_t>(min_per_thread, 1)));
+    if (threads <= 1) {
+        for (int64_t i = 0; i < n; ++i) f(i);
+        return;
+    }
+    std::vector<std::thread> pool;
+    int64_t block = (n + threads - 1) / threads;
+    for (int64_t t = 0; t < threads; ++t) {
+        int64_t lo = t * block, hi = std::min(n, lo + block);
+        if (lo >= hi) break;
+        pool.emplace_back([=] { for (int64_t i = lo; i < hi; ++i) f(i); });
+    }
+    for (auto& thread : pool) thread.join();
+}
+
+// One-line errors for wrong shapes, mirrored by the Python side's checks.
+inline void require(bool ok, const std::string& message) {
+    if (!ok) throw std::invalid_argument(message);
+}
+
+void register_boxes(py::module_& m);   // boxes.cpp: tight_boxes
+void register_crops(py::module_& m);   // crops.cpp: masked_crops, mask_grid
+void register_logits(py::module_& m);  // logits.cpp: logit_statistics, logit_masks
+
+}  // namespace zsris

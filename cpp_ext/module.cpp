@@ -1,0 +1,8 @@
+#include "maskops.h"
+
+PYBIND11_MODULE(_maskops, m) {
+    m.doc() = "zsris-rt mask operations (C++); NumPy twins live in zsris_rt.maskops";
+    zsris::register_boxes(m);
+    zsris::register_crops(m);
+    zsris::register_logits(m);
+}

@@ -1,0 +1,94 @@
+"""The mask operations, from the C++ extension `zsris_rt._maskops` when it is built, else from
+their NumPy twins; every op has both and the tests hold them equal.
+
+`ZSRIS_MASKOPS=numpy` forces the NumPy twins (tests use it to run both paths). `implementation()`
+says which one runs, for `--json` and for users wondering why a machine is slower.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+import numpy as np
+
+from . import crop_batcher as _crop_batcher
+from . import logit_upsample as _logit_upsample
+from . import mask_grid as _mask_grid
+from . import masks as _numpy_masks
+from .errors import MaskError
+
+
+def _load_native() -> tuple[ModuleType | None, str]:
+    if os.environ.get("ZSRIS_MASKOPS", "").lower() == "numpy":
+        return None, "numpy (forced by ZSRIS_MASKOPS=numpy)"
+    try:
+        from . import _maskops
+    except ImportError as exc:
+        return None, f"numpy (C++ extension not built: {exc})"
+    return _maskops, "c++"
+
+
+_native, _implementation = _load_native()
+
+
+def implementation() -> str:
+    """"c++", or "numpy (why)"."""
+    return _implementation
+
+
+def _bool_masks(masks: np.ndarray) -> np.ndarray:
+    masks = np.asarray(masks)
+    if masks.dtype != np.bool_ or masks.ndim != 3:
+        raise MaskError(f"masks must be a K×H×W bool array, got {masks.dtype} with shape "
+                        f"{masks.shape}")
+    return np.ascontiguousarray(masks)
+
+
+def tight_boxes(masks: np.ndarray) -> np.ndarray:
+    """K×H×W bool → K×4 int64 tight boxes [x0, y0, x1, y1); an empty mask gets [0, 0, 0, 0]."""
+    masks = _bool_masks(masks)
+    if _native is not None:
+        return _native.tight_boxes(masks)
+    return _numpy_masks.tight_boxes(masks)
+
+
+def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
+                 fill: np.ndarray, size: int) -> np.ndarray:
+    """K masked crops → K×3×size×size float32 (SPEC.md §3); see `crop_batcher.masked_crops`."""
+    masks = _bool_masks(masks)
+    normalised = np.ascontiguousarray(normalised, dtype=np.float32)
+    boxes = np.ascontiguousarray(boxes, dtype=np.int64)
+    fill = np.ascontiguousarray(fill, dtype=np.float32).reshape(3)
+    if _native is not None and hasattr(_native, "masked_crops"):
+        return _native.masked_crops(normalised, masks, boxes, fill, int(size))
+    return _crop_batcher.masked_crops(normalised, masks, boxes, fill, int(size))
+
+
+def mask_grid(masks: np.ndarray, grid: int) -> np.ndarray:
+    """K×H×W bool → K×g×g float32 (SPEC.md §2.2); see `mask_grid.mask_grid`."""
+    masks = _bool_masks(masks)
+    if _native is not None and hasattr(_native, "mask_grid"):
+        return _native.mask_grid(masks, int(grid))
+    return _mask_grid.mask_grid(masks, int(grid))
+
+
+def logit_statistics(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray], threshold: float,
+                     offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stability, inclusive boxes and area of low-res logits at image size; see
+    `logit_upsample.mask_statistics`."""
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    rows, cols = (np.ascontiguousarray(m, dtype=np.float32) for m in maps)
+    if _native is not None and hasattr(_native, "logit_statistics"):
+        return _native.logit_statistics(logits, rows, cols, float(threshold), float(offset))
+    return _logit_upsample.mask_statistics(logits, (rows, cols), threshold, offset)
+
+
+def logit_masks(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
+                threshold: float) -> np.ndarray:
+    """K×H×W bool `logits > threshold` at image size; see `logit_upsample.binary_masks`."""
+    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    rows, cols = (np.ascontiguousarray(m, dtype=np.float32) for m in maps)
+    if _native is not None and hasattr(_native, "logit_masks"):
+        return _native.logit_masks(logits, rows, cols, float(threshold))
+    return _logit_upsample.binary_masks(logits, (rows, cols), threshold)
