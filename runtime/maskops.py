@@ -59,7 +59,14 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
     masks = _bool_masks(masks)
     normalised = np.ascontiguousarray(normalised, dtype=np.float32)
     boxes = np.ascontiguousarray(boxes, dtype=np.int64)
-    fill = np.ascontiguousarray(fill, dtype=np.float32).reshape(3)
+    fill = np.ascontiguousarray(fill, dtype=np.float32).ravel()
+    k, h, w = masks.shape
+    if normalised.shape != (3, h, w) or boxes.shape != (k, 4) or fill.shape != (3,) or size < 1:
+        raise MaskError(f"masked_crops: image {normalised.shape}, masks {masks.shape}, boxes "
+                        f"{boxes.shape}, fill {fill.shape}, size {size} do not fit together")
+    if k and ((boxes[:, :2] < 0).any() or (boxes[:, 2] > w).any() or (boxes[:, 3] > h).any()
+              or (boxes[:, 2:] <= boxes[:, :2]).any()):
+        raise MaskError("masked_crops: every box must be non-empty and inside the image")
     if _native is not None and hasattr(_native, "masked_crops"):
         return _native.masked_crops(normalised, masks, boxes, fill, int(size))
     return _crop_batcher.masked_crops(normalised, masks, boxes, fill, int(size))
@@ -68,6 +75,8 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
 def mask_grid(masks: np.ndarray, grid: int) -> np.ndarray:
     """K×H×W bool → K×g×g float32 (SPEC.md §2.2); see `mask_grid.mask_grid`."""
     masks = _bool_masks(masks)
+    if grid < 1 or 0 in masks.shape[1:]:
+        raise MaskError(f"mask_grid: grid {grid} of masks {masks.shape}")
     if _native is not None and hasattr(_native, "mask_grid"):
         return _native.mask_grid(masks, int(grid))
     return _mask_grid.mask_grid(masks, int(grid))
