@@ -130,11 +130,19 @@ class Proposer:
             decode_ms += (tock - tick) * 1e3
             filter_ms += (time.perf_counter() - tock) * 1e3
         tick = time.perf_counter()
+        # The survivors' low-res logits stay in their chunks (up to 256 KiB each): only the few
+        # that pass NMS are gathered, never all of them into one array.
+        logit_chunks = kept.pop("logits")
         found = {name: np.concatenate(parts) for name, parts in kept.items()}
         order = box_nms(found["boxes"], found["iou"], opts.box_nms_thresh)
         if opts.max_masks is not None:
             order = order[:opts.max_masks]
-        masks = logit_masks(found["logits"][order], maps, threshold)
+        starts = np.cumsum([0] + [len(chunk) for chunk in logit_chunks])
+        chosen = np.empty((len(order), *logit_chunks[0].shape[1:]), dtype=np.float32)
+        for row, index in enumerate(order):
+            chunk = int(np.searchsorted(starts, index, side="right")) - 1
+            chosen[row] = logit_chunks[chunk][index - starts[chunk]]
+        masks = logit_masks(chosen, maps, threshold)
         boxes = found["boxes"][order] + np.array([0, 0, 1, 1])  # inclusive → exclusive
         timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + decode_ms
         timings["prop_filter"] = timings.get("prop_filter", 0.0) + filter_ms
