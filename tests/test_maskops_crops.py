@@ -35,8 +35,10 @@ def maybe_native() -> ModuleType | None:
 
 @pytest.fixture(scope="module")
 def native() -> ModuleType:
-    return pytest.importorskip("zsris_rt._maskops", reason="C++ extension not built (no "
-                               "compiler at install time); the NumPy twins run instead")
+    return pytest.importorskip(
+        "zsris_rt._maskops", exc_type=ImportError,
+        reason="C++ extension not built (no compiler at install time); the NumPy twins run "
+               "instead")
 
 
 def torch_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray, fill: np.ndarray,
