@@ -9,16 +9,18 @@ carray<int64_t> tight_boxes(const carray<bool>& masks) {
     require(masks.ndim() == 3, "masks must be K×H×W");
     const int64_t k = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
     carray<int64_t> out({k, int64_t{4}});
-    const bool* src = masks.data();
+    // Read as bytes: a NumPy bool holding a byte other than 0/1 is "true", never undefined.
+    const auto* src = reinterpret_cast<const uint8_t*>(masks.data());
     int64_t* dst = out.mutable_data();
     {
         py::gil_scoped_release release;
         parallel_for(k, [&](int64_t i) {
-            const bool* m = src + i * h * w;
+            const uint8_t* m = src + i * h * w;
             int64_t x0 = w, y0 = h, x1 = -1, y1 = -1;
             for (int64_t y = 0; y < h; ++y) {
-                const bool* row = m + y * w;
-                const bool* first = std::find(row, row + w, true);
+                const uint8_t* row = m + y * w;
+                const uint8_t* first =
+                    std::find_if(row, row + w, [](uint8_t v) { return v != 0; });
                 if (first == row + w) continue;
                 int64_t last = w - 1;
                 while (!row[last]) --last;

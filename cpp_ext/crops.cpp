@@ -109,7 +109,7 @@ carray<float> masked_crops(const carray<float>& normalised, const carray<bool>& 
     require(boxes.ndim() == 2 && boxes.shape(0) == k && boxes.shape(1) == 4,
             "boxes must be K×4 with the masks' K (" + std::to_string(k) + ")");
     require(fill.ndim() == 1 && fill.shape(0) == 3, "fill must hold 3 values");
-    require(size >= 1, "size must be at least 1");
+    require(size >= 1 && size <= kMaxSide, "size must lie in 1..4096");
     const int64_t* box = boxes.data();
     for (int64_t i = 0; i < k; ++i) {
         const int64_t* b = box + 4 * i;
@@ -139,7 +139,7 @@ carray<float> masked_crops(const carray<float>& normalised, const carray<bool>& 
 // K×H×W bool → K×g×g float32 in [0, 1]: the masks as 0/1 floats, resized bilinearly.
 carray<float> mask_grid(const carray<bool>& masks, int64_t grid) {
     require(masks.ndim() == 3, "masks must be K×H×W");
-    require(grid >= 1, "grid must be at least 1");
+    require(grid >= 1 && grid <= kMaxSide, "grid must lie in 1..4096");
     const int64_t k = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
     require(k == 0 || (h >= 1 && w >= 1), "masks must not be empty (H, W ≥ 1)");
     carray<float> out({k, grid, grid});

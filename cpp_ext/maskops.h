@@ -40,6 +40,9 @@ void parallel_for(int64_t n, F f, int64_t min_per_thread = 1) {
     for (auto& thread : pool) thread.join();
 }
 
+// Largest crop side or grid an op will allocate: beyond it, sizes overflow before NumPy can refuse.
+constexpr int64_t kMaxSide = 4096;
+
 // One-line errors for wrong shapes, mirrored by the Python side's checks.
 inline void require(bool ok, const std::string& message) {
     if (!ok) throw std::invalid_argument(message);

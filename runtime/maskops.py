@@ -18,6 +18,9 @@ from . import mask_grid as _mask_grid
 from . import masks as _numpy_masks
 from .errors import MaskError
 
+# Largest crop side or grid (as in cpp_ext/maskops.h): a larger one is a caller's mistake.
+MAX_SIDE = 4096
+
 
 def _load_native() -> tuple[ModuleType | None, str]:
     if os.environ.get("ZSRIS_MASKOPS", "").lower() == "numpy":
@@ -61,7 +64,8 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
     boxes = np.ascontiguousarray(boxes, dtype=np.int64)
     fill = np.ascontiguousarray(fill, dtype=np.float32).ravel()
     k, h, w = masks.shape
-    if normalised.shape != (3, h, w) or boxes.shape != (k, 4) or fill.shape != (3,) or size < 1:
+    if normalised.shape != (3, h, w) or boxes.shape != (k, 4) or fill.shape != (3,) or \
+            not 1 <= size <= MAX_SIDE:
         raise MaskError(f"masked_crops: image {normalised.shape}, masks {masks.shape}, boxes "
                         f"{boxes.shape}, fill {fill.shape}, size {size} do not fit together")
     if k and ((boxes[:, :2] < 0).any() or (boxes[:, 2] > w).any() or (boxes[:, 3] > h).any()
@@ -75,7 +79,7 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
 def mask_grid(masks: np.ndarray, grid: int) -> np.ndarray:
     """K×H×W bool → K×g×g float32 (SPEC.md §2.2); see `mask_grid.mask_grid`."""
     masks = _bool_masks(masks)
-    if grid < 1 or 0 in masks.shape[1:]:
+    if not 1 <= grid <= MAX_SIDE or 0 in masks.shape[1:]:
         raise MaskError(f"mask_grid: grid {grid} of masks {masks.shape}")
     if _native is not None and hasattr(_native, "mask_grid"):
         return _native.mask_grid(masks, int(grid))

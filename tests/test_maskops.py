@@ -69,3 +69,11 @@ def test_bad_masks_are_refused(bad: np.ndarray) -> None:
         maskops.tight_boxes(bad)
     with pytest.raises((TypeError, ValueError)):
         native.tight_boxes(bad)
+
+
+def test_bool_bytes_other_than_one_read_as_true() -> None:
+    """NumPy lets a bool array hold any byte (a view of uint8): read as true, as NumPy does."""
+    raw = np.array([0, 59, 16, 0, 0, 0, 0, 193, 0, 65, 168, 236, 0, 0, 0, 0, 0, 85, 113, 238],
+                   dtype=np.uint8).reshape(2, 2, 5)
+    np.testing.assert_array_equal(native.tight_boxes(raw.view(bool)),
+                                  numpy_tight_boxes(raw != 0))

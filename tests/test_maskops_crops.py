@@ -198,8 +198,9 @@ BAD_CROPS = {  # name → (changed arguments, what the C++ message says)
     "box empty": (dict(boxes=np.array([[2, 1, 2, 4], [9, 7, 10, 8]])), "empty"),
     "box reversed": (dict(boxes=np.array([[5, 1, 2, 4], [9, 7, 10, 8]])), "empty"),
     "fill of 4": (dict(fill=np.zeros(4, np.float32)), "3 values"),
-    "size 0": (dict(size=0), "at least 1"),
-    "size negative": (dict(size=-3), "at least 1"),
+    "size 0": (dict(size=0), "must lie in 1..4096"),
+    "size negative": (dict(size=-3), "must lie in 1..4096"),
+    "size huge": (dict(size=2**31), "must lie in 1..4096"),
 }
 
 
@@ -238,8 +239,9 @@ def test_bad_masks_are_refused(native: ModuleType, masks: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(("masks", "grid", "message"),
-                         [(np.zeros((2, 5, 5), bool), 0, "at least 1"),
-                          (np.zeros((2, 5, 5), bool), -1, "at least 1"),
+                         [(np.zeros((2, 5, 5), bool), 0, "must lie in 1..4096"),
+                          (np.zeros((2, 5, 5), bool), -1, "must lie in 1..4096"),
+                          (np.zeros((5, 1, 17), bool), 2**31, "must lie in 1..4096"),
                           (np.zeros((2, 0, 5), bool), 3, "must not be empty")])
 def test_bad_grids_are_refused(native: ModuleType, masks: np.ndarray, grid: int,
                                message: str) -> None:
