@@ -19,12 +19,14 @@ carray<int64_t> tight_boxes(const carray<bool>& masks) {
             int64_t x0 = w, y0 = h, x1 = -1, y1 = -1;
             for (int64_t y = 0; y < h; ++y) {
                 const uint8_t* row = m + y * w;
-                const uint8_t* first =
-                    std::find_if(row, row + w, [](uint8_t v) { return v != 0; });
-                if (first == row + w) continue;
-                int64_t last = w - 1;
-                while (!row[last]) --last;
-                x0 = std::min<int64_t>(x0, first - row);
+                uint8_t any = 0;  // an OR reduction the compiler vectorises: most rows are empty
+                for (int64_t x = 0; x < w; ++x) any |= row[x];
+                if (!any) continue;
+                // Only a pixel left of x0 or right of x1 can widen the box: scan no further.
+                int64_t first = 0, last = w - 1;
+                while (first < x0 && !row[first]) ++first;
+                while (last > x1 && !row[last]) --last;
+                x0 = std::min(x0, first);
                 x1 = std::max(x1, last);
                 if (y0 == h) y0 = y;
                 y1 = y;
