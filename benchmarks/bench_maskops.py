@@ -1,0 +1,422 @@
+#!/usr/bin/env python
+"""Benchmark the mask ops: the C++ extension against its NumPy twins and a torch-CPU reference.
+
+Ops (C++ through `zsris_rt.maskops` when `implementation() == "c++"`; NumPy twin; torch):
+
+- tight_boxes:      `masks.tight_boxes`; torch any/argmax over rows and columns
+- masked_crops:     `crop_batcher.masked_crops` (S = 224, tight boxes, random normalised image);
+                    torch: fill the box's crop outside the mask, `F.interpolate` bilinear
+- mask_grid:        `mask_grid.mask_grid` (g = 7); torch `F.interpolate` on the float masks
+- logit_statistics: `logit_upsample.mask_statistics` (l = 256, threshold 0, offset 1);
+                    torch: SAM's postprocess_masks (bilinear to 1024², crop, bilinear to H×W)
+- logit_masks:      `logit_upsample.binary_masks`; torch: the same resizes, then `> 0`
+
+All torch resizes are `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`.
+Masks are random blobs (a few filled ellipses each); logits are smooth random fields with
+|logit| ≤ 32; the logit maps are `InputFrame.for_image(SAM 1024/256, H, W).logit_maps(256)`.
+
+Before timing, every configuration checks C++ against NumPy: equal for boxes, crops and grid;
+for the logit ops within the tolerance of tests/test_maskops_logits.py (a pixel's mask may differ
+only where the image-size value lies within 1e-5 · max(1, |value|) of a threshold, and the
+statistics of masks with no such pixel are equal). torch is checked against NumPy the same way
+(1e-5 absolute for crops and grid). A broken op stops the script instead of giving a number.
+
+Each run times the three implementations one after the other, so the ratios NumPy/C++ and
+torch/C++ come from the same runs; the median of --runs runs is reported, after one warm-up call
+each. The C++ ops use every core (std::thread), torch its default intra-op threads, NumPy its
+BLAS threads for the logit products. Other processes' share of the CPUs is reported per row.
+
+    python benchmarks/bench_maskops.py              # K = 8, 32, 100 at 640×480 and 1920×1080
+    python benchmarks/bench_maskops.py --quick      # K = 8 at 640×480, 2 runs: a smoke test
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common import (
+    CpuShare,
+    Json,
+    argument_parser,
+    elapsed,
+    machine,
+    machine_lines,
+    say,
+    summary,
+    table,
+    wait_for_quiet,
+    wall_line,
+)
+
+SIZES = ((480, 640), (1080, 1920))  # H, W
+KS = (8, 32, 100)
+CROP_SIZE = 224
+GRID = 7
+LOW_RES = 256
+THRESHOLD, OFFSET = 0.0, 1.0  # segment-anything's mask threshold and stability offset
+LOGIT_MAX = 32.0
+TOL = 1e-5  # tests/test_maskops_logits.py and tests/test_maskops_crops.py
+OPS = ("tight_boxes", "masked_crops", "mask_grid", "logit_statistics", "logit_masks")
+IMPLS = ("c++", "numpy", "torch")
+VERSIONS = ("numpy", "torch", "opencv-python-headless")
+SHOWN_VERSIONS = {"numpy": "numpy", "torch": "torch"}
+
+
+# ------------------------------------------------------------------------------------- inputs
+def blob_masks(rng: Any, k: int, h: int, w: int) -> Any:
+    """K random blob masks: each 1–4 filled ellipses, none empty."""
+    import cv2
+    import numpy as np
+
+    masks = np.zeros((k, h, w), dtype=np.uint8)
+    scale = min(h, w)
+    for mask in masks:
+        for _ in range(int(rng.integers(1, 5))):
+            center = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(rng.uniform(0.02, 0.3) * scale), int(rng.uniform(0.02, 0.3) * scale))
+            cv2.ellipse(mask, center, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        mask[int(rng.integers(h)), int(rng.integers(w))] = 1
+    return masks.astype(bool)
+
+
+def random_logits(rng: Any, k: int) -> Any:
+    """K smooth l×l logit fields of SAM's magnitude (|logit| ≤ LOGIT_MAX)."""
+    import cv2
+    import numpy as np
+
+    out = np.empty((k, LOW_RES, LOW_RES), dtype=np.float32)
+    for i in range(k):
+        coarse = rng.normal(0, 8, (12, 12)).astype(np.float32) - 4
+        out[i] = cv2.resize(coarse, (LOW_RES, LOW_RES), interpolation=cv2.INTER_CUBIC)
+    return np.clip(out, -LOGIT_MAX, LOGIT_MAX)
+
+
+# ------------------------------------------------------------------------------- torch ops
+def torch_boxes(masks: Any) -> Any:
+    import torch
+
+    t = torch.from_numpy(masks)
+    h, w = t.shape[1:]
+    cols, rows = t.any(dim=1).to(torch.uint8), t.any(dim=2).to(torch.uint8)
+    boxes = torch.stack([cols.argmax(1), rows.argmax(1), w - cols.flip(1).argmax(1),
+                         h - rows.flip(1).argmax(1)], dim=1)
+    boxes[cols.amax(1) == 0] = 0
+    return boxes.numpy()
+
+
+def torch_crops(normalised: Any, masks: Any, boxes: Any, fill: Any, size: int) -> Any:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    image, fill_t = torch.from_numpy(normalised), torch.from_numpy(fill).reshape(3, 1, 1)
+    out = torch.empty((len(masks), 3, size, size), dtype=torch.float32)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        crop = torch.where(torch.from_numpy(np.ascontiguousarray(masks[i, y0:y1, x0:x1])),
+                           image[:, y0:y1, x0:x1], fill_t)
+        out[i] = F.interpolate(crop[None], size=(size, size), mode="bilinear",
+                               align_corners=False, antialias=False)[0]
+    return out.numpy()
+
+
+def torch_grid(masks: Any, grid: int) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    floats = torch.from_numpy(masks).to(torch.float32)[:, None]
+    return F.interpolate(floats, size=(grid, grid), mode="bilinear", align_corners=False,
+                         antialias=False)[:, 0].numpy()
+
+
+def _torch_groups(k: int, h: int, w: int) -> list[slice]:
+    """Groups of logits upsampled at once: the NumPy twin's memory bound (GROUP_BYTES)."""
+    from zsris_rt.logit_upsample import GROUP_BYTES
+
+    size = max(1, GROUP_BYTES // (4 * h * w))
+    return [slice(s, min(s + size, k)) for s in range(0, k, size)]
+
+
+def torch_upsample(logits: Any, frame: Any) -> Any:
+    """segment-anything's Sam.postprocess_masks on l×l logits: K×1×H×W float32 torch."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(logits)[:, None]
+    if frame.padded:
+        s, (h, w) = frame.input_size, frame.resized
+        x = F.interpolate(x, (s, s), mode="bilinear", align_corners=False,
+                          antialias=False)[..., :h, :w]
+    return F.interpolate(x, frame.image_size, mode="bilinear", align_corners=False,
+                         antialias=False)
+
+
+def torch_statistics(logits: Any, frame: Any, threshold: float, offset: float) -> tuple:
+    import torch
+
+    h, w = frame.image_size
+    stability, boxes, area = [], [], []
+    for group in _torch_groups(len(logits), h, w):
+        full = torch_upsample(logits[group], frame)[:, 0]
+        inner = (full > threshold + offset).sum(dim=(1, 2))
+        outer = (full > threshold - offset).sum(dim=(1, 2))
+        stability.append(inner.to(torch.float32) / outer.to(torch.float32))
+        masks = full > threshold
+        cols, rows = masks.any(dim=1).to(torch.uint8), masks.any(dim=2).to(torch.uint8)
+        found = cols.amax(1) > 0
+        b = torch.stack([cols.argmax(1), rows.argmax(1), w - 1 - cols.flip(1).argmax(1),
+                         h - 1 - rows.flip(1).argmax(1)], dim=1)
+        b[~found] = 0
+        boxes.append(b)
+        area.append(masks.sum(dim=(1, 2)))
+    return (torch.cat(stability).numpy(), torch.cat(boxes).numpy(), torch.cat(area).numpy())
+
+
+def torch_masks(logits: Any, frame: Any, threshold: float) -> Any:
+    import numpy as np
+    import torch
+
+    h, w = frame.image_size
+    out = np.empty((len(logits), h, w), dtype=bool)
+    for group in _torch_groups(len(logits), h, w):
+        torch.gt(torch_upsample(logits[group], frame)[:, 0], threshold,
+                 out=torch.from_numpy(out[group]))
+    return out
+
+
+# ------------------------------------------------------------------------------------ checks
+class CheckError(SystemExit):
+    pass
+
+
+def _fail(op: str, what: str, detail: str) -> None:
+    raise CheckError(f"bench_maskops: {op}: {what} disagrees with NumPy ({detail}); not timing")
+
+
+def _near(values: Any, threshold: float) -> Any:
+    import numpy as np
+
+    return np.abs(values - np.float32(threshold)) <= TOL * np.maximum(1, np.abs(values))
+
+
+def check_exact(op: str, what: str, got: Any, want: Any) -> None:
+    import numpy as np
+
+    for g, x in zip(got if isinstance(got, tuple) else (got,),
+                    want if isinstance(want, tuple) else (want,), strict=True):
+        if g.shape != x.shape or not np.array_equal(g, x):
+            _fail(op, what, "not equal")
+
+
+def check_close(op: str, what: str, got: Any, want: Any) -> None:
+    import numpy as np
+
+    if got.shape != want.shape or not np.allclose(got, want, rtol=0, atol=TOL):
+        _fail(op, what, f"beyond {TOL} absolute")
+
+
+def check_logits(what: str, logits: Any, maps: Any, stats: tuple, masks: Any) -> None:
+    """`stats` and `masks` (at THRESHOLD) against the twin's image-size values, as
+    tests/test_maskops_logits.py holds them: masks differ only near a threshold; area and boxes
+    are those of the masks; stats equal the twin's wherever no pixel is near a threshold."""
+    import numpy as np
+
+    from zsris_rt.logit_upsample import mask_statistics, upsample_logits
+
+    h, w = maps[0].shape[0], maps[1].shape[0]
+    stability, boxes, area = stats
+    twin = mask_statistics(logits, maps, THRESHOLD, OFFSET)
+    for group in _torch_groups(len(logits), h, w):
+        full = upsample_logits(logits[group], maps)
+        got = masks[group]
+        if got.shape != full.shape or ((got != (full > np.float32(THRESHOLD)))
+                                       & ~_near(full, THRESHOLD)).any():
+            _fail("logit_masks", what, "a mask differs off the threshold")
+        near = (_near(full, THRESHOLD) | _near(full, THRESHOLD + OFFSET)
+                | _near(full, THRESHOLD - OFFSET)).any(axis=(1, 2))
+        if not np.array_equal(area[group], got.sum(axis=(1, 2))):
+            _fail("logit_statistics", what, "area is not that of its masks")
+        for i in np.flatnonzero(~near):
+            for g, x in zip(stats, twin, strict=True):
+                if not np.array_equal(g[group][i], x[group][i]):
+                    _fail("logit_statistics", what, f"mask {group.start + i} clear of the "
+                          "thresholds has other statistics")
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    inclusive = np.stack([cols.argmax(1), rows.argmax(1), w - 1 - cols[:, ::-1].argmax(1),
+                          h - 1 - rows[:, ::-1].argmax(1)], axis=1)
+    if not np.array_equal(boxes, np.where(area[:, None] > 0, inclusive, 0)):
+        _fail("logit_statistics", what, "boxes are not those of its masks")
+    if stability.shape != area.shape:
+        _fail("logit_statistics", what, "stability has another shape")
+
+
+# ------------------------------------------------------------------------------------ timing
+def time_runs(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
+    """One warm-up call each, then `runs` rounds of one call each, in turn (ms)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(1e3 * (time.perf_counter() - start))
+    return times
+
+
+def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> list[Json]:
+    import numpy as np
+
+    from zsris_rt import maskops
+    from zsris_rt.crop_batcher import masked_crops as np_crops
+    from zsris_rt.input_frame import InputFrame
+    from zsris_rt.logit_upsample import binary_masks, mask_statistics
+    from zsris_rt.mask_grid import mask_grid as np_grid
+    from zsris_rt.masks import tight_boxes as np_boxes
+    from zsris_rt.pack import ProposerSettings
+
+    rng = np.random.default_rng([seed, h, w, k])
+    masks = blob_masks(rng, k, h, w)
+    normalised = rng.normal(0, 1, (3, h, w)).astype(np.float32)
+    fill = np.array([-1.79, -1.75, -1.48], np.float32)  # CLIP-normalised black
+    boxes = np_boxes(masks)
+    logits = random_logits(rng, k)
+    frame = InputFrame.for_image(ProposerSettings("sam", 1024, LOW_RES, "longest", "bicubic",
+                                                  ("image_embeddings",)), h, w)
+    maps = frame.logit_maps(LOW_RES)
+
+    ops: dict[str, dict[str, Callable[[], Any]]] = {
+        "tight_boxes": {"c++": lambda: maskops.tight_boxes(masks),
+                        "numpy": lambda: np_boxes(masks),
+                        "torch": lambda: torch_boxes(masks)},
+        "masked_crops": {"c++": lambda: maskops.masked_crops(normalised, masks, boxes, fill,
+                                                             CROP_SIZE),
+                         "numpy": lambda: np_crops(normalised, masks, boxes, fill, CROP_SIZE),
+                         "torch": lambda: torch_crops(normalised, masks, boxes, fill, CROP_SIZE)},
+        "mask_grid": {"c++": lambda: maskops.mask_grid(masks, GRID),
+                      "numpy": lambda: np_grid(masks, GRID),
+                      "torch": lambda: torch_grid(masks, GRID)},
+        "logit_statistics": {"c++": lambda: maskops.logit_statistics(logits, maps, THRESHOLD,
+                                                                     OFFSET),
+                             "numpy": lambda: mask_statistics(logits, maps, THRESHOLD, OFFSET),
+                             "torch": lambda: torch_statistics(logits, frame, THRESHOLD, OFFSET)},
+        "logit_masks": {"c++": lambda: maskops.logit_masks(logits, maps, THRESHOLD),
+                        "numpy": lambda: binary_masks(logits, maps, THRESHOLD),
+                        "torch": lambda: torch_masks(logits, frame, THRESHOLD)},
+    }
+    if not native:
+        for fns in ops.values():
+            del fns["c++"]
+
+    # Checks before any timing.
+    what = f"{h}×{w} K={k}"
+    outs = {op: {impl: fn() for impl, fn in fns.items()} for op, fns in ops.items()}
+    for impl in outs["tight_boxes"]:
+        if impl != "numpy":
+            check_exact("tight_boxes", f"{impl} at {what}", outs["tight_boxes"][impl],
+                        outs["tight_boxes"]["numpy"])
+    for op in ("masked_crops", "mask_grid"):
+        if native:
+            check_exact(op, f"c++ at {what}", outs[op]["c++"], outs[op]["numpy"])
+        check_close(op, f"torch at {what}", outs[op]["torch"], outs[op]["numpy"])
+    for impl in outs["logit_masks"]:
+        check_logits(f"{impl} at {what}", logits, maps, outs["logit_statistics"][impl],
+                     outs["logit_masks"][impl])
+    del outs
+
+    rows = []
+    for op, fns in ops.items():
+        share = CpuShare()
+        times = time_runs(fns, runs)
+        stats = {impl: summary(t) for impl, t in times.items()}
+        row: Json = {"op": op, "height": h, "width": w, "k": k, "ms": stats, **share.result()}
+        if native:
+            row["numpy_over_cpp"] = stats["numpy"]["median"] / stats["c++"]["median"]
+            row["torch_over_cpp"] = stats["torch"]["median"] / stats["c++"]["median"]
+        row["torch_over_numpy"] = stats["torch"]["median"] / stats["numpy"]["median"]
+        rows.append(row)
+        say(f"{op:17s} {h}×{w} K={k:3d}: " + ", ".join(
+            f"{impl} {s['median']:.2f} ms" for impl, s in stats.items()))
+    return rows
+
+
+# ------------------------------------------------------------------------------------ report
+def report_lines(report: Json) -> list[str]:
+    native = report["native"]
+    header = ["op", "H×W", "K"]
+    header += ["C++ ms"] if native else []
+    header += ["NumPy ms", "torch ms"]
+    header += ["NumPy/C++", "torch/C++"] if native else ["torch/NumPy"]
+    header += ["others' CPU"]
+    rows = []
+    for r in report["results"]:
+        ms = r["ms"]
+        row = [r["op"], f"{r['width']}×{r['height']}", str(r["k"])]
+        row += [f"{ms['c++']['median']:.3f}"] if native else []
+        row += [f"{ms['numpy']['median']:.3f}", f"{ms['torch']['median']:.3f}"]
+        row += ([f"{r['numpy_over_cpp']:.1f}×", f"{r['torch_over_cpp']:.1f}×"] if native
+                else [f"{r['torch_over_numpy']:.2f}×"])
+        row.append(f"{100 * r['other_processes_cpu_share']:.0f} %")
+        rows.append(row)
+    c = report["config"]
+    lines = [f"## Mask ops: {report['implementation']}", "",
+             f"Median of {c['runs']} runs (ms) after a warm-up; S = {CROP_SIZE}, g = {GRID}, "
+             f"l = {LOW_RES}; torch {report['torch_threads']} threads.", "",
+             table(header, rows), ""]
+    lines += machine_lines(report["machine"], SHOWN_VERSIONS)
+    lines.append(wall_line(report))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argument_parser("bench_maskops.py", __doc__)
+    parser.add_argument("--runs", type=int, default=7, help="timed runs per op (default 7)")
+    parser.add_argument("--quick", action="store_true", help="K = 8 at 640×480, 2 runs")
+    parser.add_argument("--out", default="benchmarks/results/maskops.json", help="JSON output")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="S",
+                        help="wait up to S seconds for other processes to go quiet first")
+    args = parser.parse_args(argv)
+    sizes, ks, runs = (SIZES[:1], KS[:1], 2) if args.quick else (SIZES, KS, args.runs)
+
+    report: Json = {"config": {"sizes": [list(s) for s in sizes], "ks": list(ks), "runs": runs,
+                               "warmup": 1, "crop_size": CROP_SIZE, "grid": GRID,
+                               "low_res": LOW_RES, "threshold": THRESHOLD, "offset": OFFSET,
+                               "seed": args.seed, "quick": args.quick}}
+    report["machine"] = machine(VERSIONS)
+    wait_for_quiet(args.wait_quiet, report)
+
+    import torch
+
+    from zsris_rt import maskops
+
+    report["implementation"] = maskops.implementation()
+    report["native"] = native = report["implementation"] == "c++"
+    report["torch_threads"] = torch.get_num_threads()
+    if not native:
+        say(f"C++ extension not in use ({report['implementation']}): timing NumPy and torch only")
+
+    share = CpuShare()
+    report["results"] = []
+    for h, w in sizes:
+        for k in ks:
+            report["results"] += bench_config(h, w, k, runs, native, args.seed)
+    report["cpu_share"] = share.result()
+    report["machine"]["loadavg_end"] = os.getloadavg()
+    report["wall_s"] = elapsed()
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print("\n".join(report_lines(report)))
+    say(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
