@@ -10,6 +10,10 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .masks import tight_boxes
+
+INCLUSIVE = np.array([0, 0, 1, 1])
+
 # Full-resolution float32 logits held at once, at most.
 GROUP_BYTES = 64 << 20
 
@@ -46,13 +50,10 @@ def mask_statistics(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray], thr
         with np.errstate(divide="ignore", invalid="ignore"):
             stability[group] = inner.astype(np.float32) / outer.astype(np.float32)
         masks = full > threshold
-        rows, cols = masks.any(axis=2), masks.any(axis=1)
         area[group] = np.count_nonzero(masks, axis=(1, 2))
         found = area[group] > 0
-        boxes[group] = np.where(found[:, None], np.stack([
-            cols.argmax(axis=1), rows.argmax(axis=1),
-            width - 1 - cols[:, ::-1].argmax(axis=1), height - 1 - rows[:, ::-1].argmax(axis=1),
-        ], axis=1), 0)
+        # tight_boxes' exclusive ends, made inclusive (segment-anything's); empty stays zeros.
+        boxes[group] = np.where(found[:, None], tight_boxes(masks) - INCLUSIVE, 0)
     return stability, boxes, area
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -82,3 +83,17 @@ def proposer_packs(pack_dir: Path, sam_folders: dict[str, Path],
         assert main(["sam", str(folder), "--pack", str(pack)]) == 0
         packs[family] = pack
     return packs
+
+
+def native_maskops() -> ModuleType:
+    """The C++ mask ops, or a skip that says why: without a compiler at install time the NumPy
+    twins run instead, and only the C++-specific checks have nothing to test."""
+    return pytest.importorskip(
+        "zsris_rt._maskops", exc_type=ImportError,
+        reason="C++ extension not built (no compiler at install time); the NumPy twins run "
+               "instead")
+
+
+@pytest.fixture(scope="module")
+def native() -> ModuleType:
+    return native_maskops()

@@ -11,13 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import native_maskops
 from zsris_rt import maskops
 from zsris_rt.errors import MaskError
 from zsris_rt.masks import tight_boxes as numpy_tight_boxes
 
-native = pytest.importorskip(
-    "zsris_rt._maskops", exc_type=ImportError,
-    reason="C++ extension not built (no compiler at install time); the NumPy twins run instead")
+native = native_maskops()
 
 
 def implementation_in_subprocess(env: dict[str, str]) -> str:

@@ -33,14 +33,6 @@ def maybe_native() -> ModuleType | None:
     return _maskops
 
 
-@pytest.fixture(scope="module")
-def native() -> ModuleType:
-    return pytest.importorskip(
-        "zsris_rt._maskops", exc_type=ImportError,
-        reason="C++ extension not built (no compiler at install time); the NumPy twins run "
-               "instead")
-
-
 def torch_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray, fill: np.ndarray,
                 size: int) -> np.ndarray:
     """The reference: fill outside the mask on the whole image, crop the box, resize with torch."""

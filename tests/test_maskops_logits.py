@@ -33,14 +33,6 @@ Maps = tuple[np.ndarray, np.ndarray]
 Shape = tuple[int, ...]
 
 
-@pytest.fixture(scope="module")
-def native() -> ModuleType:
-    return pytest.importorskip(
-        "zsris_rt._maskops", exc_type=ImportError,
-        reason="C++ extension not built (no compiler at install time); the NumPy twins run "
-               "instead")
-
-
 def frame(family: str, input_size: int, low_res: int, height: int, width: int) -> InputFrame:
     settings = ProposerSettings(family, input_size, low_res, RESIZES[family], "bilinear",
                                 ("image_embeddings",))
