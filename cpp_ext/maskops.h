@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -21,7 +22,9 @@ namespace zsris {
 template <typename T>
 using carray = py::array_t<T, py::array::c_style>;
 
-// Run f(i) for i in [0, n) on up to hardware_concurrency threads, in contiguous blocks.
+// Run f(i) for i in [0, n) on up to hardware_concurrency threads, at most one per
+// `min_per_thread` items. Threads take the next item as they finish one, so items of unequal
+// cost (crops of different boxes, rows of a triangle) still keep every core busy.
 template <typename F>
 void parallel_for(int64_t n, F f, int64_t min_per_thread = 1) {
     int64_t threads = std::max<int64_t>(1, std::thread::hardware_concurrency());
@@ -30,13 +33,13 @@ void parallel_for(int64_t n, F f, int64_t min_per_thread = 1) {
         for (int64_t i = 0; i < n; ++i) f(i);
         return;
     }
+    std::atomic<int64_t> next{0};
+    auto work = [&] {
+        for (int64_t i = next++; i < n; i = next++) f(i);
+    };
     std::vector<std::thread> pool;
-    int64_t block = (n + threads - 1) / threads;
-    for (int64_t t = 0; t < threads; ++t) {
-        int64_t lo = t * block, hi = std::min(n, lo + block);
-        if (lo >= hi) break;
-        pool.emplace_back([=] { for (int64_t i = lo; i < hi; ++i) f(i); });
-    }
+    for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work);
+    work();
     for (auto& thread : pool) thread.join();
 }
 
@@ -51,5 +54,8 @@ inline void require(bool ok, const std::string& message) {
 void register_boxes(py::module_& m);   // boxes.cpp: tight_boxes
 void register_crops(py::module_& m);   // crops.cpp: masked_crops, mask_grid
 void register_logits(py::module_& m);  // logits.cpp: logit_statistics, logit_masks
+void register_iou(py::module_& m);     // iou.cpp: mask_iou, mask_nms
+void register_rle(py::module_& m);     // rle.cpp: rle_encode, rle_decode
+void register_feature_maps(py::module_& m);  // feature_maps.cpp: masked_feature_maps
 
 }  // namespace zsris

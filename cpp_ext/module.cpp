@@ -5,4 +5,7 @@ PYBIND11_MODULE(_maskops, m) {
     zsris::register_boxes(m);
     zsris::register_crops(m);
     zsris::register_logits(m);
+    zsris::register_iou(m);
+    zsris::register_rle(m);
+    zsris::register_feature_maps(m);
 }

@@ -8,6 +8,7 @@ says which one runs, for `--json` and for users wondering why a machine is slowe
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from types import ModuleType
 
 import numpy as np
@@ -15,11 +16,16 @@ import numpy as np
 from . import crop_batcher as _crop_batcher
 from . import logit_upsample as _logit_upsample
 from . import mask_grid as _mask_grid
+from . import mask_iou as _mask_iou
+from . import masked_feature_maps as _feature_maps
 from . import masks as _numpy_masks
+from . import rle as _rle
 from .errors import MaskError
 
 # Largest crop side or grid (as in cpp_ext/maskops.h): a larger one is a caller's mistake.
 MAX_SIDE = 4096
+# Largest side an RLE may claim (cpp_ext/rle.cpp): beyond it, corrupt or hostile input.
+MAX_RLE_SIDE = 1 << 16
 
 
 def _load_native() -> tuple[ModuleType | None, str]:
@@ -105,3 +111,64 @@ def logit_masks(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
     if _native is not None and hasattr(_native, "logit_masks"):
         return _native.logit_masks(logits, rows, cols, float(threshold))
     return _logit_upsample.binary_masks(logits, (rows, cols), threshold)
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """K×H×W and M×H×W bool → K×M float64 IoU (0 where both are empty); without `b`, a with a."""
+    a = _bool_masks(a)
+    if b is not None:
+        b = _bool_masks(b)
+        if b.shape[1:] != a.shape[1:]:
+            raise MaskError(f"mask_iou: masks {a.shape} and {b.shape} differ in H×W")
+    if _native is not None and hasattr(_native, "mask_iou"):
+        return _native.mask_iou(a, b)
+    return _mask_iou.mask_iou(a, b)
+
+
+def mask_nms(masks: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Kept indices (int64, best score first) of greedy mask NMS at IoU `threshold`."""
+    masks = _bool_masks(masks)
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    if scores.shape != masks.shape[:1] or np.isnan(scores).any() or np.isnan(threshold):
+        raise MaskError(f"mask_nms: scores {scores.shape} for masks {masks.shape}, threshold "
+                        f"{threshold}: one number per mask, none NaN")
+    if _native is not None and hasattr(_native, "mask_nms"):
+        return _native.mask_nms(masks, scores, float(threshold))
+    return _mask_iou.mask_nms(masks, scores, float(threshold))
+
+
+def rle_encode(masks: np.ndarray) -> list[str]:
+    """K×H×W bool → K COCO compressed RLE counts strings, as pycocotools writes them."""
+    masks = _bool_masks(masks)
+    if 0 in masks.shape[1:] and masks.shape[0]:
+        raise MaskError(f"rle_encode: masks {masks.shape} have no pixels")
+    counts = _native.rle_encode(masks) if _native is not None and hasattr(_native, "rle_encode") \
+        else _rle.rle_encode(masks)
+    return [c.decode("ascii") for c in counts]
+
+
+def rle_decode(counts: Sequence[bytes | str], size: tuple[int, int]) -> np.ndarray:
+    """K COCO compressed counts strings of masks of `size` (H, W) → K×H×W bool. Counts that do not
+    cover H·W exactly, or are not a counts string, are a MaskError naming the RLE."""
+    height, width = (int(n) for n in size)
+    if not (1 <= height <= MAX_RLE_SIDE and 1 <= width <= MAX_RLE_SIDE):
+        raise MaskError(f"RLE size {height}×{width} is not a mask size (1..{MAX_RLE_SIDE} each)")
+    raw = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in counts]
+    if _native is None or not hasattr(_native, "rle_decode"):
+        return _rle.rle_decode(raw, height, width)
+    try:
+        return _native.rle_decode(raw, height, width)
+    except ValueError as exc:
+        raise MaskError(str(exc)) from None
+
+
+def masked_feature_maps(features: np.ndarray, grids: np.ndarray) -> np.ndarray:
+    """C×g×g feature map, K×g×g grids → K×C×g×g float32 (SPEC.md §7, the ResNet family)."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    grids = np.ascontiguousarray(grids, dtype=np.float32)
+    if features.ndim != 3 or grids.ndim != 3 or grids.shape[1:] != features.shape[1:]:
+        raise MaskError(f"masked_feature_maps: features {features.shape} (C×g×g) and grids "
+                        f"{grids.shape} (K×g×g) do not fit together")
+    if _native is not None and hasattr(_native, "masked_feature_maps"):
+        return _native.masked_feature_maps(features, grids)
+    return _feature_maps.masked_feature_maps(features, grids)
