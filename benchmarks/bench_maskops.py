@@ -1,28 +1,37 @@
 #!/usr/bin/env python
-"""Benchmark the mask ops: the C++ extension against its NumPy twins and a torch-CPU reference.
+"""Benchmark the mask ops: the C++ extension against its NumPy twins and a reference (torch on the
+CPU; pycocotools for RLE).
 
-Ops (C++ through `zsris_rt.maskops` when `implementation() == "c++"`; NumPy twin; torch):
+Ops (C++ through `zsris_rt.maskops` when `implementation() == "c++"`; NumPy twin; reference):
 
-- tight_boxes:      `masks.tight_boxes`; torch any/argmax over rows and columns
+- tight_boxes:      `mask_boxes.tight_boxes`; torch any/argmax over rows and columns
 - masked_crops:     `crop_batcher.masked_crops` (S = 224, tight boxes, random normalised image);
                     torch: fill the box's crop outside the mask, `F.interpolate` bilinear
 - mask_grid:        `mask_grid.mask_grid` (g = 7); torch `F.interpolate` on the float masks
 - logit_statistics: `logit_upsample.mask_statistics` (l = 256, threshold 0, offset 1);
                     torch: SAM's postprocess_masks (bilinear to 1024², crop, bilinear to H×W)
 - logit_masks:      `logit_upsample.binary_masks`; torch: the same resizes, then `> 0`
+- mask_iou:         `mask_iou.mask_iou` (K×K); torch: float32 matmul of the flat masks
+- mask_nms:         `mask_iou.mask_nms` (threshold 0.5, random scores); torch: the IoU matrix
+                    as above, then the greedy loop
+- rle_encode:       `rle.rle_encode`; pycocotools `mask.encode`
+- rle_decode:       `rle.rle_decode`; pycocotools `mask.decode`
+- feature_maps:     `masked_feature_maps.masked_feature_maps` (ResNet-50's layer 4: C = 2048,
+                    g = 7, independent of H×W); torch `F.normalize` times the grids
 
 All torch resizes are `F.interpolate(mode="bilinear", align_corners=False, antialias=False)`.
 Masks are random blobs (a few filled ellipses each); logits are smooth random fields with
 |logit| ≤ 32; the logit maps are `InputFrame.for_image(SAM 1024/256, H, W).logit_maps(256)`.
 
-Before timing, every configuration checks C++ against NumPy: equal for boxes, crops and grid;
+Before timing, every configuration checks C++ against NumPy: equal for boxes, crops, grid,
+IoU, NMS, RLE (and pycocotools: equal) and feature maps (torch within 1e-6);
 for the logit ops within the tolerance of tests/test_maskops_logits.py (a pixel's mask may differ
 only where the image-size value lies within 1e-5 · max(1, |value|) of a threshold, and the
 statistics of masks with no such pixel are equal). torch is checked against NumPy the same way
 (1e-5 absolute for crops and grid). A broken op stops the script instead of giving a number.
 
 Each run times the three implementations one after the other, so the ratios NumPy/C++ and
-torch/C++ come from the same runs; the median of --runs runs is reported, after one warm-up call
+reference/C++ come from the same runs; the median of --runs runs is reported, after one warm-up call
 each. The C++ ops use every core (std::thread), torch its default intra-op threads, NumPy its
 BLAS threads for the logit products. Other processes' share of the CPUs is reported per row.
 
@@ -62,10 +71,11 @@ LOW_RES = 256
 THRESHOLD, OFFSET = 0.0, 1.0  # segment-anything's mask threshold and stability offset
 LOGIT_MAX = 32.0
 TOL = 1e-5  # tests/test_maskops_logits.py and tests/test_maskops_crops.py
-OPS = ("tight_boxes", "masked_crops", "mask_grid", "logit_statistics", "logit_masks")
-IMPLS = ("c++", "numpy", "torch")
-VERSIONS = ("numpy", "torch", "opencv-python-headless")
-SHOWN_VERSIONS = {"numpy": "numpy", "torch": "torch"}
+NMS_THRESHOLD = 0.5
+FEATURE_CHANNELS = 2048  # ResNet-50's layer 4
+REFERENCES = {"rle_encode": "pycocotools", "rle_decode": "pycocotools"}  # else torch
+VERSIONS = ("numpy", "torch", "opencv-python-headless", "pycocotools")
+SHOWN_VERSIONS = {"numpy": "numpy", "torch": "torch", "pycocotools": "pycocotools"}
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -189,6 +199,50 @@ def torch_masks(logits: Any, frame: Any, threshold: float) -> Any:
     return out
 
 
+def torch_iou(masks: Any) -> Any:
+    import torch
+
+    flat = torch.from_numpy(masks).reshape(len(masks), -1).to(torch.float32)
+    inter = (flat @ flat.T).to(torch.float64)
+    area = flat.sum(dim=1, dtype=torch.float64)
+    union = area[:, None] + area[None] - inter
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(inter)).numpy()
+
+
+def torch_nms(masks: Any, scores: Any, threshold: float) -> Any:
+    import numpy as np
+
+    order = np.argsort(-scores, kind="stable")
+    iou = torch_iou(masks[order])
+    kept: list[int] = []
+    for i in range(len(order)):
+        if all(iou[i, j] <= threshold for j in kept):
+            kept.append(i)
+    return order[kept]
+
+
+def coco_encode(masks: Any) -> list[bytes]:
+    import numpy as np
+    from pycocotools import mask as coco_mask
+
+    return [r["counts"] for r in coco_mask.encode(np.asfortranarray(
+        masks.transpose(1, 2, 0).astype(np.uint8)))]
+
+
+def coco_decode(counts: list[bytes], h: int, w: int) -> Any:
+    from pycocotools import mask as coco_mask
+
+    return coco_mask.decode([{"size": [h, w], "counts": c} for c in counts]).transpose(2, 0, 1)
+
+
+def torch_feature_maps(features: Any, grids: Any) -> Any:
+    import torch
+    import torch.nn.functional as F
+
+    unit = F.normalize(torch.from_numpy(features), dim=0)
+    return (unit[None] * torch.from_numpy(grids)[:, None]).numpy()
+
+
 # ------------------------------------------------------------------------------------ checks
 class CheckError(SystemExit):
     pass
@@ -272,13 +326,18 @@ def time_runs(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[fl
 def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> list[Json]:
     import numpy as np
 
+    from zsris_rt import mask_iou as np_iou
     from zsris_rt import maskops
+    from zsris_rt import rle as np_rle
     from zsris_rt.crop_batcher import masked_crops as np_crops
     from zsris_rt.input_frame import InputFrame
     from zsris_rt.logit_upsample import binary_masks, mask_statistics
+    from zsris_rt.mask_boxes import tight_boxes as np_boxes
     from zsris_rt.mask_grid import mask_grid as np_grid
-    from zsris_rt.masks import tight_boxes as np_boxes
+    from zsris_rt.masked_feature_maps import masked_feature_maps as np_features
     from zsris_rt.pack import ProposerSettings
+
+    _native = maskops._native  # the raw RLE ops: bytes, like pycocotools
 
     rng = np.random.default_rng([seed, h, w, k])
     masks = blob_masks(rng, k, h, w)
@@ -290,24 +349,46 @@ def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> 
                                                   ("image_embeddings",)), h, w)
     maps = frame.logit_maps(LOW_RES)
 
+    scores = rng.random(k).astype(np.float32)
+    counts = np_rle.rle_encode(masks)
+    features = rng.normal(0, 1, (FEATURE_CHANNELS, GRID, GRID)).astype(np.float32)
+    grids = np_grid(masks, GRID)
+
     ops: dict[str, dict[str, Callable[[], Any]]] = {
         "tight_boxes": {"c++": lambda: maskops.tight_boxes(masks),
                         "numpy": lambda: np_boxes(masks),
-                        "torch": lambda: torch_boxes(masks)},
+                        "reference": lambda: torch_boxes(masks)},
         "masked_crops": {"c++": lambda: maskops.masked_crops(normalised, masks, boxes, fill,
                                                              CROP_SIZE),
                          "numpy": lambda: np_crops(normalised, masks, boxes, fill, CROP_SIZE),
-                         "torch": lambda: torch_crops(normalised, masks, boxes, fill, CROP_SIZE)},
+                         "reference": lambda: torch_crops(normalised, masks, boxes, fill,
+                                                          CROP_SIZE)},
         "mask_grid": {"c++": lambda: maskops.mask_grid(masks, GRID),
                       "numpy": lambda: np_grid(masks, GRID),
-                      "torch": lambda: torch_grid(masks, GRID)},
+                      "reference": lambda: torch_grid(masks, GRID)},
         "logit_statistics": {"c++": lambda: maskops.logit_statistics(logits, maps, THRESHOLD,
                                                                      OFFSET),
                              "numpy": lambda: mask_statistics(logits, maps, THRESHOLD, OFFSET),
-                             "torch": lambda: torch_statistics(logits, frame, THRESHOLD, OFFSET)},
+                             "reference": lambda: torch_statistics(logits, frame, THRESHOLD,
+                                                                   OFFSET)},
         "logit_masks": {"c++": lambda: maskops.logit_masks(logits, maps, THRESHOLD),
                         "numpy": lambda: binary_masks(logits, maps, THRESHOLD),
-                        "torch": lambda: torch_masks(logits, frame, THRESHOLD)},
+                        "reference": lambda: torch_masks(logits, frame, THRESHOLD)},
+        "mask_iou": {"c++": lambda: maskops.mask_iou(masks),
+                     "numpy": lambda: np_iou.mask_iou(masks),
+                     "reference": lambda: torch_iou(masks)},
+        "mask_nms": {"c++": lambda: maskops.mask_nms(masks, scores, NMS_THRESHOLD),
+                     "numpy": lambda: np_iou.mask_nms(masks, scores, NMS_THRESHOLD),
+                     "reference": lambda: torch_nms(masks, scores, NMS_THRESHOLD)},
+        "rle_encode": {"c++": lambda: _native.rle_encode(masks),
+                       "numpy": lambda: np_rle.rle_encode(masks),
+                       "reference": lambda: coco_encode(masks)},
+        "rle_decode": {"c++": lambda: _native.rle_decode(counts, h, w),
+                       "numpy": lambda: np_rle.rle_decode(counts, h, w),
+                       "reference": lambda: coco_decode(counts, h, w)},
+        "feature_maps": {"c++": lambda: maskops.masked_feature_maps(features, grids),
+                         "numpy": lambda: np_features(features, grids),
+                         "reference": lambda: torch_feature_maps(features, grids)},
     }
     if not native:
         for fns in ops.values():
@@ -316,14 +397,16 @@ def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> 
     # Checks before any timing.
     what = f"{h}×{w} K={k}"
     outs = {op: {impl: fn() for impl, fn in fns.items()} for op, fns in ops.items()}
-    for impl in outs["tight_boxes"]:
-        if impl != "numpy":
-            check_exact("tight_boxes", f"{impl} at {what}", outs["tight_boxes"][impl],
-                        outs["tight_boxes"]["numpy"])
-    for op in ("masked_crops", "mask_grid"):
+    exact = ("tight_boxes", "mask_iou", "mask_nms", "rle_encode", "rle_decode")
+    for op in exact:
+        for impl in outs[op]:
+            if impl != "numpy":
+                check_exact(op, f"{impl} at {what}", np.asarray(outs[op][impl]),
+                            np.asarray(outs[op]["numpy"]))
+    for op in ("masked_crops", "mask_grid", "feature_maps"):
         if native:
             check_exact(op, f"c++ at {what}", outs[op]["c++"], outs[op]["numpy"])
-        check_close(op, f"torch at {what}", outs[op]["torch"], outs[op]["numpy"])
+        check_close(op, f"reference at {what}", outs[op]["reference"], outs[op]["numpy"])
     for impl in outs["logit_masks"]:
         check_logits(f"{impl} at {what}", logits, maps, outs["logit_statistics"][impl],
                      outs["logit_masks"][impl])
@@ -334,11 +417,12 @@ def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> 
         share = CpuShare()
         times = time_runs(fns, runs)
         stats = {impl: summary(t) for impl, t in times.items()}
-        row: Json = {"op": op, "height": h, "width": w, "k": k, "ms": stats, **share.result()}
+        row: Json = {"op": op, "height": h, "width": w, "k": k,
+                     "reference": REFERENCES.get(op, "torch"), "ms": stats, **share.result()}
         if native:
             row["numpy_over_cpp"] = stats["numpy"]["median"] / stats["c++"]["median"]
-            row["torch_over_cpp"] = stats["torch"]["median"] / stats["c++"]["median"]
-        row["torch_over_numpy"] = stats["torch"]["median"] / stats["numpy"]["median"]
+            row["reference_over_cpp"] = stats["reference"]["median"] / stats["c++"]["median"]
+        row["reference_over_numpy"] = stats["reference"]["median"] / stats["numpy"]["median"]
         rows.append(row)
         say(f"{op:17s} {h}×{w} K={k:3d}: " + ", ".join(
             f"{impl} {s['median']:.2f} ms" for impl, s in stats.items()))
@@ -350,17 +434,18 @@ def report_lines(report: Json) -> list[str]:
     native = report["native"]
     header = ["op", "H×W", "K"]
     header += ["C++ ms"] if native else []
-    header += ["NumPy ms", "torch ms"]
-    header += ["NumPy/C++", "torch/C++"] if native else ["torch/NumPy"]
+    header += ["NumPy ms", "reference ms"]
+    header += ["NumPy/C++", "reference/C++"] if native else ["reference/NumPy"]
     header += ["others' CPU"]
     rows = []
     for r in report["results"]:
         ms = r["ms"]
         row = [r["op"], f"{r['width']}×{r['height']}", str(r["k"])]
         row += [f"{ms['c++']['median']:.3f}"] if native else []
-        row += [f"{ms['numpy']['median']:.3f}", f"{ms['torch']['median']:.3f}"]
-        row += ([f"{r['numpy_over_cpp']:.1f}×", f"{r['torch_over_cpp']:.1f}×"] if native
-                else [f"{r['torch_over_numpy']:.2f}×"])
+        row += [f"{ms['numpy']['median']:.3f}",
+                f"{ms['reference']['median']:.3f} ({r['reference']})"]
+        row += ([f"{r['numpy_over_cpp']:.1f}×", f"{r['reference_over_cpp']:.1f}×"] if native
+                else [f"{r['reference_over_numpy']:.2f}×"])
         row.append(f"{100 * r['other_processes_cpu_share']:.0f} %")
         rows.append(row)
     c = report["config"]
@@ -399,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     report["native"] = native = report["implementation"] == "c++"
     report["torch_threads"] = torch.get_num_threads()
     if not native:
-        say(f"C++ extension not in use ({report['implementation']}): timing NumPy and torch only")
+        say(f"C++ extension not in use ({report['implementation']}): timing NumPy and the "
+            "references only")
 
     share = CpuShare()
     report["results"] = []

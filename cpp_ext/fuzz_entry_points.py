@@ -178,12 +178,96 @@ def call_logits(rng, with_offset: bool):
     return maybe(rng, args, lambda i: scalar(rng, args[i]) if i >= 3 else junk(rng, *shapes[i]))
 
 
+def mask_set(rng, shape: tuple[int, int, int]):
+    return array(rng, shape, np.bool_) if rng.random() < 0.7 else junk(rng, shape, np.bool_)
+
+
+def call_mask_iou(rng):
+    k, m, h, w = (int(rng.choice(DIMS)) for _ in range(4))
+    if rng.random() < 0.15:  # wider than one 64-pixel word
+        w = int(rng.choice([63, 64, 65, 130]))
+    a = mask_set(rng, (k, h, w))
+    pick = rng.integers(0, 4)
+    if pick == 0:
+        return [a]
+    if pick == 1:
+        return [a, None]
+    other = (m, h, w) if pick == 2 else (m, int(rng.choice(DIMS)), int(rng.choice(DIMS)))
+    return [a, mask_set(rng, other)]
+
+
+def call_mask_nms(rng):
+    k, h, w = (int(rng.choice(DIMS)) for _ in range(3))
+    args = [array(rng, (k, h, w), np.bool_), array(rng, (k,), np.float32),
+            float(rng.choice([0.0, 0.5, 1.0, -1.0, 2.0]))]
+    shapes = [((k, h, w), np.bool_), ((k,), np.float32)]
+    return maybe(rng, args, lambda i: scalar(rng, args[i]) if i == 2 else junk(rng, *shapes[i]))
+
+
+def call_rle_encode(rng):
+    shape = (int(rng.choice(DIMS)), int(rng.choice(DIMS)), int(rng.choice(DIMS)))
+    return [mask_set(rng, shape)]
+
+
+def counts_value(x: int, chars: int) -> bytes:
+    """`x` as `chars` characters of COCO's compressed counts, 5 bits each, low bits first (too
+    few characters for `x`: a wrong value, as fuzz input should be)."""
+    return bytes(48 + ((x >> (5 * i)) & 0x1F) + (0x20 if i < chars - 1 else 0)
+                 for i in range(chars))
+
+
+def counts_string(rng, h: int, w: int):
+    """One counts string for an H×W mask: valid, edited, huge-claimed, random, or not a string."""
+    pick = rng.integers(0, 7)
+    if pick <= 1 and h * w:  # valid (as the extension writes it), then maybe edited
+        (text,) = _maskops.rle_encode(values(rng, (1, h, w), np.bool_))
+        if pick == 1 and text:
+            at = int(rng.integers(0, len(text)))
+            text = text[:at] + bytes([int(rng.integers(0, 256))]) + text[at + 1:]
+        return text
+    if pick == 2:  # values up to far past any size, negative, or cut short
+        x = int(rng.choice([h * w, h * w + 1, 2**31, 2**32, 2**40, 2**59, -1, -(2**59)]))
+        chars = int(rng.integers(1, 15))
+        text = b"".join(counts_value(int(v), chars) for v in (x, 0, x, -x))
+        return text[:int(rng.integers(0, len(text) + 1))]
+    if pick == 3:  # from the alphabet and just outside it
+        return bytes(rng.integers(47, 113, int(rng.integers(0, 40))).astype(np.uint8))
+    if pick == 4:  # any bytes
+        return bytes(rng.integers(0, 256, int(rng.integers(0, 40))).astype(np.uint8))
+    if pick == 5:
+        return "".join(map(chr, rng.integers(32, 0x2FF, int(rng.integers(0, 12)))))
+    return [None, 4, b"", "", bytearray(b"4"), ["4"]][int(rng.integers(0, 6))]
+
+
+def call_rle_decode(rng):
+    h, w = int(rng.choice(DIMS[1:])), int(rng.choice(DIMS[1:]))
+    counts = [counts_string(rng, h, w) for _ in range(int(rng.choice([0, 1, 2, 3, 40])))]
+    sizes = [(h, w), (w, h), (65536, 65536), (65536, 65537), (h * w, 1)]
+    size = sizes[int(rng.integers(0, len(sizes)))] if rng.random() < 0.3 else (h, w)
+    args = [counts, *size]
+    if rng.random() < 0.1:
+        args[0] = [b"4", b"4"] if rng.random() < 0.5 else junk(rng, (2,), np.uint8)
+    return maybe(rng, args, lambda i: scalar(rng, args[i]) if i else args[0])
+
+
+def call_masked_feature_maps(rng):
+    c, g, k = int(rng.choice(DIMS)), int(rng.choice(DIMS[:5])), int(rng.choice(DIMS[:5]))
+    shapes = [((c, g, g), np.float32), ((k, g, g), np.float32)]
+    args = [array(rng, *shape) for shape in shapes]
+    return maybe(rng, args, lambda i: junk(rng, *shapes[i]))
+
+
 ENTRY_POINTS = {
     "tight_boxes": call_tight_boxes,
     "masked_crops": call_masked_crops,
     "mask_grid": call_mask_grid,
     "logit_statistics": lambda rng: call_logits(rng, True),
     "logit_masks": lambda rng: call_logits(rng, False),
+    "mask_iou": call_mask_iou,
+    "mask_nms": call_mask_nms,
+    "rle_encode": call_rle_encode,
+    "rle_decode": call_rle_decode,
+    "masked_feature_maps": call_masked_feature_maps,
 }
 
 
@@ -199,7 +283,7 @@ def describe(a) -> str:
 
 
 def main() -> int:
-    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
+    calls = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 20261127
     last_call = os.environ.get("FUZZ_LAST_CALL")
     expected = os.environ.get("SANITIZED_MASKOPS")  # set by sanitize.sh

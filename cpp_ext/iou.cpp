@@ -147,14 +147,14 @@ carray<double> mask_iou(const carray<bool>& a, const std::optional<carray<bool>>
 
 // Greedy NMS: best score first (ties: lower index first), a mask goes when its IoU with a kept
 // one exceeds `threshold`. Returns the kept indices, best first.
-carray<int64_t> mask_nms(const carray<bool>& masks, const carray<float>& scores,
+carray<int64_t> mask_nms(const carray<bool>& masks, const carray<double>& scores,
                          double threshold) {
     require(masks.ndim() == 3, "masks must be K×H×W");
     const int64_t k = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
     require(scores.ndim() == 1 && scores.shape(0) == k,
             "scores must hold one value per mask (" + std::to_string(k) + ")");
     require(!std::isnan(threshold), "threshold must be a number");
-    const float* score = scores.data();
+    const double* score = scores.data();
     for (int64_t i = 0; i < k; ++i) require(!std::isnan(score[i]), "scores must not be NaN");
     std::vector<int64_t> order(k), kept;
     {

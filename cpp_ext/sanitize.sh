@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ASan + UBSan run of the C++ mask ops (zsris_rt._maskops): build cpp_ext/*.cpp with the
-# sanitizers into a temporary folder, run the three maskops test files against that build (never
-# the normal one), then fuzz every entry point with malformed inputs (cpp_ext/fuzz_entry_points.py).
+# sanitizers into a temporary folder, run the maskops tests (tests/test_maskops*.py) against that
+# build (never the normal one), then fuzz every entry point with malformed inputs
+# (cpp_ext/fuzz_entry_points.py).
 #
-#   bash cpp_ext/sanitize.sh            # FUZZ_CALLS=5000 FUZZ_SEED=20261127 by default
+#   bash cpp_ext/sanitize.sh            # FUZZ_CALLS=10000 FUZZ_SEED=20261127 by default
 #
 # Needs g++ (with libasan/libubsan), pybind11, numpy, pytest and hypothesis. Leaves the repo as it
 # was; the temporary folder is removed on exit (KEEP_SANITIZE_DIR=1 keeps it).
@@ -12,7 +13,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python}"
 cxx="${CXX:-g++}"
-calls="${FUZZ_CALLS:-5000}"
+calls="${FUZZ_CALLS:-10000}"
 seed="${FUZZ_SEED:-20261127}"
 start=$SECONDS
 
@@ -73,8 +74,7 @@ EOF
 # 3. The maskops tests against the sanitized build.
 echo "sanitize: tests"
 cd "$repo"
-"$python" -m pytest -q -p no:cacheprovider -p sanitized_check \
-    tests/test_maskops.py tests/test_maskops_crops.py tests/test_maskops_logits.py \
+"$python" -m pytest -q -p no:cacheprovider -p sanitized_check tests/test_maskops*.py \
     || fail "maskops tests under ASan/UBSan (see above)"
 
 # 4. Fuzz every entry point; a crash leaves its input in last_call.txt.

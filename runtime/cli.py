@@ -36,6 +36,8 @@ other commands (each has --help):
 # `zsris-rt NAME ...` → the module whose `main(argv)` runs it, and one line for --help.
 COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "what this machine runs: packages, providers, C++ mask ops, a pack"),
+    "eval": ("evaluation", "oIoU/mIoU on data in the refer layout (RefCOCO/+/g)"),
+    "synth": ("synthetic_refer", "write a small synthetic dataset in the refer layout"),
 }
 
 # Proposer options: the `propose()` keyword, its type and its help.
@@ -47,6 +49,8 @@ PROPOSER_OPTIONS: tuple[tuple[str, type, str], ...] = (
     ("stability_score_offset", float, "logit offset of the stability score (default 1.0)"),
     ("box_nms_thresh", float, "box IoU above which the weaker mask goes (default 0.7)"),
     ("max_masks", int, "keep at most this many masks, best first (default: all)"),
+    ("mask_nms_thresh", float, "also drop a mask whose mask IoU with a better one exceeds this "
+                               "(zsris-rt's own; default off)"),
 )
 
 

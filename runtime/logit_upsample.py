@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .masks import tight_boxes
+from .mask_boxes import tight_boxes
 
 INCLUSIVE = np.array([0, 0, 1, 1])
 

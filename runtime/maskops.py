@@ -15,10 +15,10 @@ import numpy as np
 
 from . import crop_batcher as _crop_batcher
 from . import logit_upsample as _logit_upsample
+from . import mask_boxes as _mask_boxes
 from . import mask_grid as _mask_grid
 from . import mask_iou as _mask_iou
 from . import masked_feature_maps as _feature_maps
-from . import masks as _numpy_masks
 from . import rle as _rle
 from .errors import MaskError
 
@@ -59,7 +59,7 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
     masks = _bool_masks(masks)
     if _native is not None:
         return _native.tight_boxes(masks)
-    return _numpy_masks.tight_boxes(masks)
+    return _mask_boxes.tight_boxes(masks)
 
 
 def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
@@ -128,7 +128,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
 def mask_nms(masks: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
     """Kept indices (int64, best score first) of greedy mask NMS at IoU `threshold`."""
     masks = _bool_masks(masks)
-    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    scores = np.ascontiguousarray(scores, dtype=np.float64)  # float32 scores convert exactly
     if scores.shape != masks.shape[:1] or np.isnan(scores).any() or np.isnan(threshold):
         raise MaskError(f"mask_nms: scores {scores.shape} for masks {masks.shape}, threshold "
                         f"{threshold}: one number per mask, none NaN")
@@ -150,10 +150,20 @@ def rle_encode(masks: np.ndarray) -> list[str]:
 def rle_decode(counts: Sequence[bytes | str], size: tuple[int, int]) -> np.ndarray:
     """K COCO compressed counts strings of masks of `size` (H, W) → K×H×W bool. Counts that do not
     cover H·W exactly, or are not a counts string, are a MaskError naming the RLE."""
-    height, width = (int(n) for n in size)
-    if not (1 <= height <= MAX_RLE_SIDE and 1 <= width <= MAX_RLE_SIDE):
-        raise MaskError(f"RLE size {height}×{width} is not a mask size (1..{MAX_RLE_SIDE} each)")
-    raw = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in counts]
+    if len(size) != 2 or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+                                  and 1 <= n <= MAX_RLE_SIDE for n in size):
+        raise MaskError(f"RLE size {tuple(size)} is not a mask size (two integers, each in "
+                        f"1..{MAX_RLE_SIDE})")
+    if isinstance(counts, (str, bytes)) or not all(isinstance(c, (str, bytes)) for c in counts):
+        raise MaskError("RLE counts must be a list of compressed counts strings")
+    raw = []
+    for i, c in enumerate(counts):
+        try:
+            raw.append(c.encode("ascii") if isinstance(c, str) else c)
+        except UnicodeEncodeError:
+            raise MaskError(f"RLE {i}: the counts string holds a character outside '0'..'o'") \
+                from None
+    height, width = int(size[0]), int(size[1])
     if _native is None or not hasattr(_native, "rle_decode"):
         return _rle.rle_decode(raw, height, width)
     try:

@@ -1,4 +1,4 @@
-"""Proposal masks in and out: validation, loading from files, tight boxes and COCO RLE.
+"""Proposal masks in and out: validation, loading from files and COCO RLE.
 
 Masks given by a caller skip the proposer, so everything here treats them as untrusted input:
 every defect is a one-line MaskError, never a traceback or a silently wrong mask.
@@ -15,6 +15,8 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from .errors import MaskError
+from .maskops import rle_decode as decode_counts
+from .maskops import rle_encode as encode_counts
 
 _NAMED_AT_MOST = 5  # indices an error message names before it says "and N more"
 
@@ -66,30 +68,10 @@ def validate_masks(masks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray
     return np.ascontiguousarray(masks)
 
 
-def tight_boxes(masks: np.ndarray) -> np.ndarray:
-    """K×4 int64 tight boxes [x0, y0, x1, y1) of K×H×W masks; an empty mask gets [0, 0, 0, 0]."""
-    k, h, w = masks.shape
-    if masks.size == 0:
-        return np.zeros((k, 4), dtype=np.int64)
-    cols = masks.any(axis=1)  # K×W
-    rows = masks.any(axis=2)  # K×H
-    boxes = np.stack(
-        [
-            cols.argmax(axis=1),
-            rows.argmax(axis=1),
-            w - cols[:, ::-1].argmax(axis=1),
-            h - rows[:, ::-1].argmax(axis=1),
-        ],
-        axis=1,
-    ).astype(np.int64)
-    boxes[~cols.any(axis=1)] = 0
-    return boxes
-
-
 def rle_encode(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of one H×W mask as a JSON-ready dict {"size": [h, w], "counts": str}."""
-    rle = coco_mask.encode(np.asfortranarray(np.asarray(mask, dtype=bool), dtype=np.uint8))
-    return {"size": [int(n) for n in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    mask = np.asarray(mask, dtype=bool)
+    return {"size": [int(n) for n in mask.shape], "counts": encode_counts(mask[None])[0]}
 
 
 def rle_decode(rle: dict[str, Any]) -> np.ndarray:
@@ -97,7 +79,7 @@ def rle_decode(rle: dict[str, Any]) -> np.ndarray:
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise MaskError('an RLE must be a dict with "size" and "counts"')
     size = _rle_size(rle, "RLE")
-    return _decode_all([_to_compressed(rle, size, "RLE")], size)[0]
+    return decode_rles([_to_compressed(rle, size, "RLE")], size)[0]
 
 
 def _rle_size(rle: dict[str, Any], what: str) -> tuple[int, int]:
@@ -126,23 +108,10 @@ def _to_compressed(rle: dict[str, Any], size: tuple[int, int], what: str) -> dic
     raise MaskError(f'{what}: RLE "counts" must be a string or a list, not {type(counts).__name__}')
 
 
-def _decode_all(rles: list[dict[str, Any]], size: tuple[int, int]) -> np.ndarray:
-    """K×H×W bool masks of compressed RLEs that all have `size`.
-
-    pycocotools leaves pixels after a too-short RLE uninitialised, so each decoded mask's pixel
-    count is checked against the RLE's own area: garbage shows up as extra non-zero pixels.
-    """
-    masks = np.empty((len(rles), *size), dtype=bool)
-    for k, rle in enumerate(rles):
-        try:
-            decoded = coco_mask.decode(rle)  # H×W uint8, Fortran order
-            area = int(coco_mask.area(rle))
-        except (TypeError, ValueError) as exc:
-            raise MaskError(f"mask {k}: invalid RLE ({_one_line(exc)})") from None
-        if np.count_nonzero(decoded) != area:
-            raise MaskError(f"mask {k}: RLE counts do not add up to {_hw(size)} pixels")
-        masks[k] = decoded
-    return masks
+def decode_rles(rles: list[dict[str, Any]], size: tuple[int, int]) -> np.ndarray:
+    """K×H×W bool masks of compressed RLEs that all have `size`. Counts that are malformed or do
+    not cover H·W exactly are refused (pycocotools would leave pixels uninitialised)."""
+    return decode_counts([rle["counts"] for rle in rles], size)
 
 
 def _polygon_rle(polygons: list[Any], size: tuple[int, int], what: str) -> dict[str, Any]:
@@ -168,7 +137,9 @@ def _polygon_rle(polygons: list[Any], size: tuple[int, int], what: str) -> dict[
     return coco_mask.merge(coco_mask.frPyObjects(parts, *size))
 
 
-def _segmentation_rle(seg: Any, size: tuple[int, int], what: str) -> dict[str, Any]:
+def segmentation_rle(seg: Any, size: tuple[int, int], what: str) -> dict[str, Any]:
+    """Compressed RLE of a COCO segmentation (RLE dict, compressed or not, or polygons) for an
+    image of `size` (H, W); a MaskError names `what`."""
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         rle_size = _rle_size(seg, what)
         if rle_size != tuple(size):
@@ -215,8 +186,8 @@ def _load_json(path: Path, image_size: tuple[int, int]) -> np.ndarray:
         raise MaskError(f"not valid JSON ({_one_line(exc)})") from None
     size = (int(image_size[0]), int(image_size[1]))
     segs = _coco_segmentations(data)
-    return _decode_all(
-        [_segmentation_rle(seg, size, f"mask {i}") for i, seg in enumerate(segs)], size
+    return decode_rles(
+        [segmentation_rle(seg, size, f"mask {i}") for i, seg in enumerate(segs)], size
     )
 
 

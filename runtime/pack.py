@@ -73,6 +73,9 @@ class GeneratorDefaults:
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
     max_masks: int | None = None
+    # zsris-rt's own, after box NMS: drop a mask whose mask IoU with a better one exceeds this.
+    # None (off) is segment-anything's behaviour; fewer near-duplicates means fewer CLIP crops.
+    mask_nms_thresh: float | None = None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from .backends import Backend
 from .box_nms import box_nms
 from .errors import ZsrisError
 from .input_frame import InputFrame, prepare_input
-from .maskops import logit_masks, logit_statistics
+from .maskops import logit_masks, logit_statistics, mask_nms
 from .pack import GeneratorDefaults, ProposerSettings
 from .results import Proposals
 
@@ -65,6 +65,10 @@ def generator_options(defaults: GeneratorDefaults, overrides: dict[str, object]
             raise ZsrisError(f"{name} must be a finite number, got {value!r}")
     if not 0.0 <= options.box_nms_thresh <= 1.0:
         raise ZsrisError(f"box_nms_thresh must lie in [0, 1], got {options.box_nms_thresh}")
+    thresh = options.mask_nms_thresh
+    if thresh is not None and (isinstance(thresh, bool) or not isinstance(
+            thresh, (int, float, np.floating)) or not 0.0 <= thresh <= 1.0):
+        raise ZsrisError(f"mask_nms_thresh must lie in [0, 1] or be None, got {thresh!r}")
     return options
 
 
@@ -135,7 +139,7 @@ class Proposer:
         logit_chunks = kept.pop("logits")
         found = {name: np.concatenate(parts) for name, parts in kept.items()}
         order = box_nms(found["boxes"], found["iou"], opts.box_nms_thresh)
-        if opts.max_masks is not None:
+        if opts.max_masks is not None and opts.mask_nms_thresh is None:
             order = order[:opts.max_masks]
         starts = np.cumsum([0] + [len(chunk) for chunk in logit_chunks])
         chosen = np.empty((len(order), *logit_chunks[0].shape[1:]), dtype=np.float32)
@@ -143,6 +147,11 @@ class Proposer:
             chunk = int(np.searchsorted(starts, index, side="right")) - 1
             chosen[row] = logit_chunks[chunk][index - starts[chunk]]
         masks = logit_masks(chosen, maps, threshold)
+        if opts.mask_nms_thresh is not None:
+            # `order` is best first with ties in grid order, as mask_nms sorts: kept stays so.
+            survivors = mask_nms(masks, found["iou"][order], opts.mask_nms_thresh)
+            survivors = survivors[:opts.max_masks]
+            order, masks = order[survivors], masks[survivors]
         boxes = found["boxes"][order] + np.array([0, 0, 1, 1])  # inclusive → exclusive
         timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + decode_ms
         timings["prop_filter"] = timings.get("prop_filter", 0.0) + filter_ms

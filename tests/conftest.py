@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -97,3 +99,30 @@ def native_maskops() -> ModuleType:
 @pytest.fixture(scope="module")
 def native() -> ModuleType:
     return native_maskops()
+
+
+def native_or_twin(which: str, name: str, twin: Callable[..., Any]) -> Callable[..., Any]:
+    """Op `name` of the C++ extension when `which` is "c++" (a skip when it is not built), else
+    its NumPy twin: for fixtures parametrized over both, so every check runs on each."""
+    return getattr(native_maskops(), name) if which == "c++" else twin
+
+
+def varied_masks(rng: np.random.Generator, k: int, h: int, w: int) -> np.ndarray:
+    """K random H×W masks of every kind: empty, full, a filled or noisy rectangle anywhere (on
+    the borders too, or empty), a copy of an earlier mask or its complement."""
+    masks = np.zeros((k, h, w), dtype=bool)
+    for i, mask in enumerate(masks):
+        kind = rng.integers(0, 6)
+        if kind == 0:
+            continue
+        if kind == 1:
+            mask.fill(True)
+        elif kind >= 4 and i:
+            earlier = masks[rng.integers(0, i)]
+            mask[:] = earlier if kind == 4 else ~earlier
+        else:
+            y0, y1 = np.sort(rng.integers(0, h + 1, 2))
+            x0, x1 = np.sort(rng.integers(0, w + 1, 2))
+            density = 1.0 if kind == 2 else rng.uniform(0.1, 0.9)
+            mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < density
+    return masks

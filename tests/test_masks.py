@@ -10,11 +10,11 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from zsris_rt.errors import MaskError
+from zsris_rt.maskops import tight_boxes
 from zsris_rt.masks import (
     load_masks,
     rle_decode,
     rle_encode,
-    tight_boxes,
     validate_masks,
 )
 
@@ -308,9 +308,9 @@ def test_load_json_drops_degenerate_polygon_parts(tmp_path: Path) -> None:
             [{"size": [H + 1, W], "counts": "abc"}],
             r"mask 0: RLE is 13×17 \(H×W\) but the image is 12×17",
         ),
-        ([[SQUARE], {"size": [H, W], "counts": ""}], "mask 1: RLE counts do not add up"),
-        ([[SQUARE], {"size": [H, W], "counts": "zzzz"}], "mask 1: (invalid RLE|RLE counts)"),
-        ([{"size": [H, W], "counts": [H * W + 1]}], "mask 0: invalid RLE"),
+        ([[SQUARE], {"size": [H, W], "counts": ""}], "RLE 1: counts cover 0 pixels, not 12×17"),
+        ([[SQUARE], {"size": [H, W], "counts": "zzzz"}], "RLE 1: the counts string holds"),
+        ([{"size": [H, W], "counts": [H * W + 1]}], "RLE 0: a run of 205 pixels"),
         ([{"size": [H, W], "counts": [-1]}], "mask 0: invalid uncompressed RLE"),
         ([[[1, 2, 3, 4, 5, 6, 7]]], "mask 0: polygon has an odd number of coordinates"),
         ([[[1, 2, 3, 4]]], "mask 0: no polygon with at least 3 points"),

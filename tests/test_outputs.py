@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from zsris_rt.errors import ImageError, MaskError, ZsrisError
-from zsris_rt.masks import rle_decode, tight_boxes
+from zsris_rt.maskops import tight_boxes
+from zsris_rt.masks import rle_decode
 from zsris_rt.outputs import (
     OVERLAY_RGB,
     encode_png,

@@ -141,6 +141,27 @@ def test_max_masks_keeps_the_best(segmenters) -> None:
     np.testing.assert_array_equal(capped.masks, full.masks[:5])
 
 
+def test_mask_nms_drops_near_duplicates(segmenters) -> None:
+    """mask_nms_thresh after box NMS: the greedy choice over the box-NMS output, best first,
+    recomputed here with plain pixel counts; then max_masks caps what is left."""
+    seg = segmenters["sam2"]
+    image, _ = random_scene(np.random.default_rng(5), 80, 100, 1)
+    full = seg.propose(image, **NO_FILTERS)
+    kept: list[int] = []
+    for i in range(len(full)):
+        if all(mask_iou(full.masks[i], full.masks[j]) <= 0.6 for j in kept):
+            kept.append(i)
+    assert 1 < len(kept) < len(full)  # the setting really drops some masks and keeps several
+    pruned = seg.propose(image, **NO_FILTERS, mask_nms_thresh=0.6)
+    np.testing.assert_array_equal(pruned.masks, full.masks[kept])
+    np.testing.assert_array_equal(pruned.iou, full.iou[kept])
+    np.testing.assert_array_equal(pruned.points, full.points[kept])
+    capped = seg.propose(image, **NO_FILTERS, mask_nms_thresh=0.6, max_masks=2)
+    np.testing.assert_array_equal(capped.masks, full.masks[kept[:2]])
+    np.testing.assert_array_equal(seg.propose(image, **NO_FILTERS, mask_nms_thresh=1.0).masks,
+                                  full.masks)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("kind", ["1x1", "gray", "rgba", "large", "tall"])
 def test_odd_images_give_proposals(segmenters, models, family, kind) -> None:
@@ -174,6 +195,7 @@ def test_bad_options_are_refused(segmenters) -> None:
         seg.propose(image, points_per_sid=4)
     for bad in (dict(points_per_side=0), dict(points_per_batch=-1), dict(max_masks=0),
                 dict(box_nms_thresh=1.5), dict(pred_iou_thresh=float("nan")),
+                dict(mask_nms_thresh=-0.1), dict(mask_nms_thresh="0.5"),
                 dict(points_per_side=2.5)):
         with pytest.raises(ZsrisError):
             seg.propose(image, **bad)

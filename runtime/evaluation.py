@@ -1,0 +1,402 @@
+"""`zsris-rt eval`: oIoU and mIoU on data in the refer layout (RefCOCO, RefCOCO+, RefCOCOg), as
+SPEC.md §8 defines them.
+
+Each image is encoded once and every sentence of every ref on it is scored against that scene.
+IoU is taken at the original resolution. Images for which the proposer keeps no mask are skipped
+by the official protocol; the strict figures count their sentences as IoU 0 (union = the
+ground-truth area). One CSV row per sentence is flushed after each image, so an interrupted run
+resumes where it stopped (`--resume`); the summary is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .cli import PROPOSER_OPTIONS
+from .errors import NoMaskError, TextError, ZsrisError
+from .image import read_image
+from .progress import Progress
+from .refer_data import REFS_FILES, ReferDataset, Sample
+
+if TYPE_CHECKING:
+    from .segmenter import Segmenter
+
+THRESHOLDS = (0.5, 0.7, 0.9)  # cumulative precision P@X: share of samples with IoU ≥ X
+CSV_NAME, SUMMARY_NAME, SETTINGS_NAME = "samples.csv", "summary.json", "settings.json"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One sentence's outcome: a line of samples.csv. Skipped rows have I = 0, U = gt area."""
+
+    ref_id: int
+    sent_id: int
+    image_id: int
+    ann_id: int
+    sentence: str
+    iou: float
+    intersection: int
+    union: int
+    index: int | None  # the chosen mask among the scene's, None when skipped
+    num_masks: int
+    score: float | None
+    skipped: bool
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return self.ref_id, self.sent_id
+
+    def values(self) -> list[object]:
+        return ["" if v is None else int(v) if isinstance(v, bool) else v for v in astuple(self)]
+
+    @classmethod
+    def parse(cls, values: list[str]) -> Row:
+        """A CSV line back into a Row; ValueError when it is not one."""
+        if len(values) != len(FIELDS):
+            raise ValueError(f"{len(values)} fields, expected {len(FIELDS)}")
+        ref_id, sent_id, image_id, ann_id, sentence, iou, inter, union, index, k, score, \
+            skipped = values
+        if skipped not in ("0", "1"):
+            raise ValueError(f"skipped must be 0 or 1, got {skipped!r}")
+        return cls(int(ref_id), int(sent_id), int(image_id), int(ann_id), sentence, float(iou),
+                   int(inter), int(union), int(index) if index else None, int(k),
+                   float(score) if score else None, skipped == "1")
+
+
+FIELDS = tuple(f.name for f in fields(Row))
+
+
+def metrics(rows: list[Row]) -> dict[str, Any]:
+    """oIoU = ΣI/ΣU and mIoU = mean IoU, both ×100, with P@X; None where there is no sample."""
+    ious = np.array([r.iou for r in rows], dtype=np.float64)
+    union = sum(r.union for r in rows)
+    report: dict[str, Any] = {
+        "samples": len(rows),
+        "oIoU": 100.0 * sum(r.intersection for r in rows) / union if union else None,
+        "mIoU": 100.0 * float(ious.mean()) if rows else None}
+    for threshold in THRESHOLDS:
+        report[f"P@{threshold}"] = 100.0 * float((ious >= threshold).mean()) if rows else None
+    return report
+
+
+def _csv_line(row: Row) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(row.values())
+    return buffer.getvalue()
+
+
+def read_rows(path: Path) -> tuple[list[Row], int]:
+    """The rows of an earlier run's CSV and the byte length of its complete lines. A last line
+    cut short by an interrupt (no newline) is dropped, so that sample is done again."""
+    data = path.read_bytes()
+    complete = data[:data.rfind(b"\n") + 1]
+    lines = complete.decode("utf-8", errors="replace").splitlines()
+    if not lines:
+        return [], 0
+    if tuple(next(csv.reader(lines[:1]))) != FIELDS:
+        raise ZsrisError(f"{path} is not a samples file of zsris-rt eval (header differs): "
+                         "use another --out")
+    rows = []
+    for number, values in enumerate(csv.reader(lines[1:]), start=2):
+        try:
+            rows.append(Row.parse(values))
+        except ValueError as exc:
+            raise ZsrisError(f"{path}: line {number} is corrupt ({exc})") from None
+    return rows, len(complete)
+
+
+def _previous(path: Path, resume: bool, known: set[tuple[int, int]],
+              where: str) -> tuple[list[Row], int]:
+    """Rows already done and the bytes of the CSV to keep. Without --resume an earlier run's rows
+    are never overwritten."""
+    if not path.exists():
+        return [], 0
+    if not path.is_file():
+        raise ZsrisError(f"{path} is not a file")
+    rows, length = read_rows(path)
+    if rows and not resume:
+        raise ZsrisError(f"{path} already holds {len(rows)} samples: pass --resume to continue "
+                         "that run, or give another --out")
+    strangers = [r for r in rows if r.key not in known]
+    if strangers:
+        raise ZsrisError(f"{path} holds {len(strangers)} samples that are not of {where} "
+                         f"(e.g. ref {strangers[0].ref_id}, sentence {strangers[0].sent_id}): "
+                         "use another --out")
+    return rows, length if rows else 0
+
+
+class _Evaluator:
+    """Per-image work: ground truth, proposals, one scene, one query per sentence."""
+
+    def __init__(self, seg: Segmenter, data: ReferDataset, images: Path, gt_proposals: bool,
+                 overrides: dict[str, object]) -> None:
+        self.seg, self.data, self.images = seg, data, images
+        self.gt_proposals, self.overrides = gt_proposals, overrides
+        self.image_ms: list[float] = []
+        self.sentence_ms: list[float] = []
+
+    def image(self, image_id: int, samples: list[Sample]) -> list[Row]:
+        info = self.data.images[image_id]
+        start = time.perf_counter()
+        path = self.images / info.file_name
+        image = read_image(path)
+        if image.shape[:2] != (info.height, info.width):
+            raise ZsrisError(f"{path} is {image.shape[1]}×{image.shape[0]} but "
+                             f"{self.data.instances_path} says {info.width}×{info.height}")
+        scene, masks = None, None
+        if self.gt_proposals:
+            masks = self.data.instance_masks(image_id)[1]
+            masks = masks[masks.any(axis=(1, 2))]  # the scene refuses empty masks
+        if masks is None or len(masks):
+            with contextlib.suppress(NoMaskError):  # the official protocol skips the image
+                scene = self.seg.encode_image(image, masks, **self.overrides)
+        self.image_ms.append((time.perf_counter() - start) * 1e3)
+        truths = {ann_id: self.data.mask(ann_id) for ann_id in {s.ann_id for s in samples}}
+        rows = []
+        for s in samples:
+            truth = truths[s.ann_id]
+            ids = (s.ref_id, s.sent_id, s.image_id, s.ann_id, " ".join(s.sentence.split()))
+            if scene is None:
+                rows.append(Row(*ids, 0.0, 0, int(truth.sum()), None, 0, None, True))
+                continue
+            start = time.perf_counter()
+            try:
+                result = self.seg.query(scene, s.sentence)
+            except TextError as exc:
+                raise TextError(f"ref {s.ref_id}, sentence {s.sent_id}: {exc}") from None
+            inter = int(np.count_nonzero(result.mask & truth))
+            union = int(np.count_nonzero(result.mask | truth))
+            self.sentence_ms.append((time.perf_counter() - start) * 1e3)
+            rows.append(Row(*ids, inter / union if union else 0.0, inter, union, result.index,
+                            scene.num_masks, result.score, False))
+        return rows
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _proposer_overrides(args: argparse.Namespace) -> dict[str, object]:
+    overrides = {name: getattr(args, name) for name, _, _ in PROPOSER_OPTIONS
+                 if getattr(args, name) is not None}
+    if args.proposals == "gt" and overrides:
+        raise ZsrisError("proposer options (--" + ", --".join(
+            n.replace("_", "-") for n in overrides) + ") do not apply with --proposals gt")
+    return overrides
+
+
+def _select(args: argparse.Namespace, data: ReferDataset) -> tuple[list[Sample], list[Sample]]:
+    """Every sample of the split and the ones asked for; all their images must be on disk, so
+    that a missing file stops the run before it starts, not hours into it."""
+    if args.limit is not None and args.limit < 1:
+        raise ZsrisError(f"--limit must be at least 1, got {args.limit}")
+    every = data.samples(args.split)
+    selected = every[:args.limit] if args.limit is not None else every
+    if not args.images.is_dir():
+        raise ZsrisError(f"image folder not found: {args.images}")
+    image_ids = list(dict.fromkeys(s.image_id for s in selected))
+    missing = [data.images[i].file_name for i in image_ids
+               if not (args.images / data.images[i].file_name).is_file()]
+    if missing:
+        raise ZsrisError(f"{len(missing)} of {len(image_ids)} images are not in {args.images} "
+                         f"(first: {missing[0]})")
+    return every, selected
+
+
+def _same_settings(folder: Path, settings: dict[str, Any], resuming: bool) -> None:
+    """Record what the rows depend on when a run starts; a resumed run must match it, or its
+    rows and the earlier ones would mix two experiments in one figure."""
+    from .outputs import write_files_atomically
+
+    path = folder / SETTINGS_NAME
+    settings = json.loads(json.dumps(settings))  # as it reads back: lists, floats
+    if not resuming:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_files_atomically({path: (json.dumps(settings, indent=2) + "\n").encode("utf-8")})
+        return
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else settings
+    except ValueError:
+        raise ZsrisError(f"{path} is corrupt: give another --out") from None
+    changed = [f"{name} {earlier.get(name)!r} then, {value!r} now"
+               for name, value in settings.items() if earlier.get(name) != value]
+    if changed:
+        raise ZsrisError(f"{folder / CSV_NAME} was made with other settings "
+                         f"({'; '.join(changed)}): resume with the same ones or use another --out")
+
+
+def _append_rows(path: Path, keep: int, todo: list[Sample], evaluator: _Evaluator,
+                 label: str) -> list[Row]:
+    """Evaluate `todo` image by image, appending each image's rows to the first `keep` bytes of
+    the CSV (a fresh header when 0) and flushing after each image."""
+    groups: dict[int, list[Sample]] = {}
+    for s in todo:
+        groups.setdefault(s.image_id, []).append(s)
+    done: list[Row] = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8", newline="") as f:
+            f.truncate(keep)
+            if not keep:
+                f.write(",".join(FIELDS) + "\n")
+            with Progress(len(todo), label, "sentences") as bar:
+                for image_id, samples in groups.items():
+                    rows = evaluator.image(image_id, samples)
+                    f.write("".join(_csv_line(r) for r in rows))
+                    f.flush()
+                    done += rows
+                    bar.update(len(samples))
+    except OSError as exc:
+        raise ZsrisError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return done
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .maskops import implementation
+    from .outputs import write_files_atomically
+    from .proposer import generator_options
+    from .segmenter import Segmenter
+
+    overrides = _proposer_overrides(args)
+    data = ReferDataset(args.data, args.dataset)
+    every, selected = _select(args, data)
+    where = f"{args.dataset} {args.split}"
+    csv_path = args.out / CSV_NAME
+    if args.out.exists() and not args.out.is_dir():
+        raise ZsrisError(f"--out {args.out} is not a folder")
+    previous, keep = _previous(csv_path, args.resume, {s.key for s in every}, where)
+    done = {r.key for r in previous}
+    seg = Segmenter.from_pack(args.pack, backend=args.backend, alpha=args.alpha, beta=args.beta,
+                              threads=args.threads, verify=not args.no_verify)
+    if args.proposals == "model":
+        if seg.proposer is None:
+            raise ZsrisError(f"pack {args.pack} has no proposer: use --proposals gt, or add one "
+                             "with `zsris-export sam CHECKPOINT --pack PACK`")
+        generator_options(seg.proposer.settings.generator, overrides)
+    _same_settings(args.out, {"dataset": args.dataset, "split": args.split,
+                              "proposals": args.proposals, "proposer_options": overrides,
+                              "alpha": seg.alpha, "beta": seg.beta}, bool(previous))
+    evaluator = _Evaluator(seg, data, args.images, args.proposals == "gt", overrides)
+    new = _append_rows(csv_path, keep, [s for s in selected if s.key not in done],
+                       evaluator, f"eval {where}")
+    wanted = {s.key for s in selected}
+    rows = [r for r in previous + new if r.key in wanted]
+    kept = [r for r in rows if not r.skipped]
+    summary = {
+        "dataset": args.dataset, "split": args.split, "data": str(args.data),
+        "images_folder": str(args.images), "pack": str(args.pack), "proposals": args.proposals,
+        "proposer_options": overrides, "alpha": seg.alpha, "beta": seg.beta,
+        "maskops": implementation(), **seg.backend.describe(), "limit": args.limit,
+        "official": metrics(kept), "strict": metrics(rows),
+        "counts": {"samples": len(rows), "evaluated": len(kept), "skipped": len(rows) - len(kept),
+                   "images": len({r.image_id for r in rows}),
+                   "skipped_images": len({r.image_id for r in rows if r.skipped}),
+                   "from_earlier_runs": sum(r.key in done for r in rows)},
+        "timings_ms": {"per_image": _mean(evaluator.image_ms),
+                       "per_sentence": _mean(evaluator.sentence_ms),
+                       "images_timed": len(evaluator.image_ms),
+                       "sentences_timed": len(evaluator.sentence_ms)},
+        "samples_csv": str(csv_path),
+    }
+    write_files_atomically({args.out / SUMMARY_NAME:
+                            (json.dumps(summary, indent=2) + "\n").encode("utf-8")})
+    return summary
+
+
+def _figures(report: dict[str, Any]) -> str:
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    precision = "  ".join(f"P@{t} {number(report[f'P@{t}'])}" for t in THRESHOLDS)
+    return (f"oIoU {number(report['oIoU'])}  mIoU {number(report['mIoU'])}  {precision}  "
+            f"({report['samples']} samples)")
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    counts, timing = summary["counts"], summary["timings_ms"]
+    per_image, per_sentence = timing["per_image"], timing["per_sentence"]
+    timed = "no new work timed" if per_image is None else (
+        f"{per_image:.1f} ms/image" + ("" if per_sentence is None
+                                       else f", {per_sentence:.1f} ms/sentence"))
+    return [
+        f"{summary['dataset']} {summary['split']}: {counts['samples']} sentences on "
+        f"{counts['images']} images, proposals {summary['proposals']}, "
+        f"{counts['skipped']} skipped (no mask on {counts['skipped_images']} images)",
+        f"official: {_figures(summary['official'])}",
+        f"strict:   {_figures(summary['strict'])}",
+        f"timing: {timed} (backend {summary['backend']}, mask ops {summary['maskops']})",
+        f"wrote {summary['samples_csv']} and its summary.json",
+    ]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="zsris-rt eval",
+        description="oIoU and mIoU (official: images without a proposal skipped; strict: they "
+                    "count as IoU 0) on data in the refer layout, one scene per image. Writes "
+                    "OUT/samples.csv (one row per sentence) and OUT/summary.json. Exit status 0 "
+                    "on success, 2 on bad input, 130 when interrupted (then --resume).")
+    parser.add_argument("--pack", required=True, help="model pack folder")
+    parser.add_argument("--data", type=Path, required=True, metavar="ROOT",
+                        help="refer root, holding <dataset>/refs(...).p and instances.json")
+    parser.add_argument("--dataset", required=True, choices=tuple(REFS_FILES))
+    parser.add_argument("--split", required=True, help="val, testA, testB (RefCOCO/+), val, "
+                                                       "test (RefCOCOg), ...")
+    parser.add_argument("--images", type=Path, required=True, metavar="DIR",
+                        help="image folder (COCO train2014), file names from instances.json")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="folder for the results")
+    parser.add_argument("--proposals", choices=("model", "gt"), default="model",
+                        help="model: the pack's proposer (default); gt: every COCO instance "
+                             "mask of the image (oracle proposals, scoring alone)")
+    parser.add_argument("--limit", type=int, metavar="N",
+                        help="only the first N sentences of the split")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a run: keep OUT/samples.csv and do what it lacks")
+    parser.add_argument("--alpha", type=float, help="global weight α, overriding the pack's")
+    parser.add_argument("--beta", type=float, help="sentence weight β, overriding the pack's")
+    parser.add_argument("--backend", default="cpu", choices=("auto", "cpu"),
+                        help="inference backend (default cpu: ONNX Runtime)")
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for ONNX Runtime")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the sha256 check of the pack's files")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    group = parser.add_argument_group("proposer options (--proposals model)")
+    for name, kind, text in PROPOSER_OPTIONS:
+        group.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except ZsrisError as exc:
+        if os.environ.get("ZSRIS_DEBUG"):
+            raise
+        print(f"zsris-rt eval: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        again = argv if "--resume" in argv else [*argv, "--resume"]
+        print(f"zsris-rt eval: interrupted; {args.out / CSV_NAME} keeps every finished image. "
+              f"Resume with: zsris-rt eval {shlex.join(again)}", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print("\n".join(summary_lines(summary)))
+    return 0
