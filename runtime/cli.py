@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .backends import BACKENDS
 from .errors import NoMaskError, ZsrisError
 
 EPILOG = """\
@@ -72,10 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "label drawn on it")
     parser.add_argument("--json", action="store_true", help="print one JSON document to stdout: "
                         "index, score, box, area, centroid, angle, RLE, all scores, timings")
+    add_segmenter_options(parser)
+    add_proposer_options(parser, "proposer options (without --masks)")
+    return parser
+
+
+def add_segmenter_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `Segmenter.from_pack` that every command running a pack takes."""
     parser.add_argument("--alpha", type=float, help="global weight α, overriding the pack's "
                                                     "(0.95 RefCOCO style, 0.85 RefCOCOg style)")
     parser.add_argument("--beta", type=float, help="sentence weight β, overriding the pack's")
-    parser.add_argument("--backend", default="cpu", choices=("auto", "cpu"),
+    parser.add_argument("--backend", default="cpu", choices=BACKENDS,
                         help="inference backend (default cpu: ONNX Runtime)")
     parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime "
                                                     "(default: all cores)")
@@ -83,10 +91,31 @@ def build_parser() -> argparse.ArgumentParser:
                                               "(default: the pack's)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the sha256 check of the pack's files (faster start)")
-    group = parser.add_argument_group("proposer options (without --masks)")
+
+
+def add_proposer_options(parser: argparse.ArgumentParser, title: str) -> None:
+    group = parser.add_argument_group(title)
     for name, kind, text in PROPOSER_OPTIONS:
         group.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
-    return parser
+
+
+def proposer_overrides(args: argparse.Namespace, masks_given: bool, given_as: str
+                       ) -> dict[str, object]:
+    """The proposer options set on the command line; refused when masks are given instead."""
+    overrides = {name: getattr(args, name) for name, _, _ in PROPOSER_OPTIONS
+                 if getattr(args, name) is not None}
+    if masks_given and overrides:
+        raise ZsrisError("proposer options (--" + ", --".join(
+            n.replace("_", "-") for n in overrides) + f") do not apply with {given_as}")
+    return overrides
+
+
+def load_segmenter(args: argparse.Namespace):  # -> Segmenter (imported lazily: fast --help)
+    from .segmenter import Segmenter
+
+    return Segmenter.from_pack(args.pack, backend=args.backend, alpha=args.alpha, beta=args.beta,
+                               spacy_model=args.spacy_model, threads=args.threads,
+                               verify=not args.no_verify)
 
 
 def numbered(path: Path | None, number: int, total: int) -> Path | None:
@@ -100,22 +129,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .maskops import implementation
     from .masks import load_masks
     from .outputs import encode_png, render_overlay, result_to_dict, write_files_atomically
-    from .segmenter import Segmenter
 
     for path in (args.out, args.overlay):
         if path is not None and not path.parent.is_dir():
             raise ZsrisError(f"{path}: folder {path.parent} does not exist")
     image = read_image(args.image)
-    seg = Segmenter.from_pack(args.pack, backend=args.backend, alpha=args.alpha, beta=args.beta,
-                              spacy_model=args.spacy_model, threads=args.threads,
-                              verify=not args.no_verify)
+    seg = load_segmenter(args)
     for text in args.texts:  # reject a bad expression before paying for the image
         seg.parser.parse(text)
-    overrides = {name: getattr(args, name) for name, _, _ in PROPOSER_OPTIONS
-                 if getattr(args, name) is not None}
-    if args.masks and overrides:
-        raise ZsrisError("proposer options (--" + ", --".join(
-            n.replace("_", "-") for n in overrides) + ") do not apply with --masks")
+    overrides = proposer_overrides(args, bool(args.masks), "--masks")
     masks = load_masks(args.masks, image.shape[:2]) if args.masks else None
     scene = seg.encode_image(image, masks, **overrides)
     proposals = scene.proposals

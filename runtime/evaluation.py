@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cli import PROPOSER_OPTIONS
+from .cli import add_proposer_options, add_segmenter_options, load_segmenter, proposer_overrides
 from .errors import NoMaskError, TextError, ZsrisError
 from .image import read_image
 from .progress import Progress
@@ -189,15 +189,6 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _proposer_overrides(args: argparse.Namespace) -> dict[str, object]:
-    overrides = {name: getattr(args, name) for name, _, _ in PROPOSER_OPTIONS
-                 if getattr(args, name) is not None}
-    if args.proposals == "gt" and overrides:
-        raise ZsrisError("proposer options (--" + ", --".join(
-            n.replace("_", "-") for n in overrides) + ") do not apply with --proposals gt")
-    return overrides
-
-
 def _select(args: argparse.Namespace, data: ReferDataset) -> tuple[list[Sample], list[Sample]]:
     """Every sample of the split and the ones asked for; all their images must be on disk, so
     that a missing file stops the run before it starts, not hours into it."""
@@ -268,9 +259,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from .maskops import implementation
     from .outputs import write_files_atomically
     from .proposer import generator_options
-    from .segmenter import Segmenter
 
-    overrides = _proposer_overrides(args)
+    overrides = proposer_overrides(args, args.proposals == "gt", "--proposals gt")
     data = ReferDataset(args.data, args.dataset)
     every, selected = _select(args, data)
     where = f"{args.dataset} {args.split}"
@@ -279,8 +269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ZsrisError(f"--out {args.out} is not a folder")
     previous, keep = _previous(csv_path, args.resume, {s.key for s in every}, where)
     done = {r.key for r in previous}
-    seg = Segmenter.from_pack(args.pack, backend=args.backend, alpha=args.alpha, beta=args.beta,
-                              threads=args.threads, verify=not args.no_verify)
+    seg = load_segmenter(args)
     if args.proposals == "model":
         if seg.proposer is None:
             raise ZsrisError(f"pack {args.pack} has no proposer: use --proposals gt, or add one "
@@ -366,17 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only the first N sentences of the split")
     parser.add_argument("--resume", action="store_true",
                         help="continue a run: keep OUT/samples.csv and do what it lacks")
-    parser.add_argument("--alpha", type=float, help="global weight α, overriding the pack's")
-    parser.add_argument("--beta", type=float, help="sentence weight β, overriding the pack's")
-    parser.add_argument("--backend", default="cpu", choices=("auto", "cpu"),
-                        help="inference backend (default cpu: ONNX Runtime)")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for ONNX Runtime")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip the sha256 check of the pack's files")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    group = parser.add_argument_group("proposer options (--proposals model)")
-    for name, kind, text in PROPOSER_OPTIONS:
-        group.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+    add_segmenter_options(parser)
+    add_proposer_options(parser, "proposer options (--proposals model)")
     return parser
 
 
