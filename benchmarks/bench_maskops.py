@@ -5,7 +5,8 @@ CPU; pycocotools for RLE).
 Ops (C++ through `zsris_rt.maskops` when `implementation() == "c++"`; NumPy twin; reference):
 
 - tight_boxes:      `mask_boxes.tight_boxes`; torch any/argmax over rows and columns
-- masked_crops:     `crop_batcher.masked_crops` (S = 224, tight boxes, random normalised image);
+- masked_crops:     `crop_batcher.masked_crops` (S = 224, tight boxes, random normalised image;
+                    C++ and NumPy write into one reused buffer, as the Segmenter does);
                     torch: fill the box's crop outside the mask, `F.interpolate` bilinear
 - mask_grid:        `mask_grid.mask_grid` (g = 7); torch `F.interpolate` on the float masks
 - logit_statistics: `logit_upsample.mask_statistics` (l = 256, threshold 0, offset 1);
@@ -30,10 +31,13 @@ only where the image-size value lies within 1e-5 · max(1, |value|) of a thresho
 statistics of masks with no such pixel are equal). torch is checked against NumPy the same way
 (1e-5 absolute for crops and grid). A broken op stops the script instead of giving a number.
 
-Each run times the three implementations one after the other, so the ratios NumPy/C++ and
-reference/C++ come from the same runs; the median of --runs runs is reported, after one warm-up call
-each. The C++ ops use every core (std::thread), torch its default intra-op threads, NumPy its
-BLAS threads for the logit products. Other processes' share of the CPUs is reported per row.
+Each implementation is timed in its own block: warm-up calls for 0.2 s (at least one), then --runs
+calls, median reported; the three blocks of an op run back to back in one process. Not interleaved:
+torch's and BLAS's worker threads keep spinning for a while after a call and slow whatever runs
+next on this 2-core machine (measured: C++ IoU at K = 8, 640×480 took 0.5 ms alone, 2.4 ms right
+after torch calls). The C++ ops use every core (std::thread), torch its default intra-op threads,
+NumPy its BLAS threads for the logit products. Other processes' share of the CPUs is reported per
+row.
 
     python benchmarks/bench_maskops.py              # K = 8, 32, 100 at 640×480 and 1920×1080
     python benchmarks/bench_maskops.py --quick      # K = 8 at 640×480, 2 runs: a smoke test
@@ -72,6 +76,10 @@ THRESHOLD, OFFSET = 0.0, 1.0  # segment-anything's mask threshold and stability 
 LOGIT_MAX = 32.0
 TOL = 1e-5  # tests/test_maskops_logits.py and tests/test_maskops_crops.py
 NMS_THRESHOLD = 0.5
+SETTLE_S = 0.1  # pause before each block of timed calls
+# Warm-up per block: this VM's cores take tens of ms to reach full speed after a pause (measured:
+# 8 crops at 640×480 in C++ 3.2 ms right after one warm-up call, 1.4 ms after 60 calls).
+WARMUP_S = 0.2
 FEATURE_CHANNELS = 2048  # ResNet-50's layer 4
 REFERENCES = {"rle_encode": "pycocotools", "rle_decode": "pycocotools"}  # else torch
 VERSIONS = ("numpy", "torch", "opencv-python-headless", "pycocotools")
@@ -311,12 +319,17 @@ def check_logits(what: str, logits: Any, maps: Any, stats: tuple, masks: Any) ->
 
 # ------------------------------------------------------------------------------------ timing
 def time_runs(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[float]]:
-    """One warm-up call each, then `runs` rounds of one call each, in turn (ms)."""
-    for fn in fns.values():
+    """Per implementation: a pause (the last block's spinning threads go idle), warm-up calls
+    for at least WARMUP_S (at least one), then `runs` calls (ms)."""
+    times: dict[str, list[float]] = {}
+    for name, fn in fns.items():
+        time.sleep(SETTLE_S)
+        start = time.perf_counter()
         fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(runs):
-        for name, fn in fns.items():
+        while time.perf_counter() - start < WARMUP_S:
+            fn()
+        times[name] = []
+        for _ in range(runs):
             start = time.perf_counter()
             fn()
             times[name].append(1e3 * (time.perf_counter() - start))
@@ -350,6 +363,7 @@ def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> 
     maps = frame.logit_maps(LOW_RES)
 
     scores = rng.random(k).astype(np.float32)
+    crop_buffer = np.empty((k, 3, CROP_SIZE, CROP_SIZE), np.float32)  # reused, as the runtime does
     counts = np_rle.rle_encode(masks)
     features = rng.normal(0, 1, (FEATURE_CHANNELS, GRID, GRID)).astype(np.float32)
     grids = np_grid(masks, GRID)
@@ -359,8 +373,9 @@ def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> 
                         "numpy": lambda: np_boxes(masks),
                         "reference": lambda: torch_boxes(masks)},
         "masked_crops": {"c++": lambda: maskops.masked_crops(normalised, masks, boxes, fill,
-                                                             CROP_SIZE),
-                         "numpy": lambda: np_crops(normalised, masks, boxes, fill, CROP_SIZE),
+                                                             CROP_SIZE, crop_buffer),
+                         "numpy": lambda: np_crops(normalised, masks, boxes, fill, CROP_SIZE,
+                                                   crop_buffer),
                          "reference": lambda: torch_crops(normalised, masks, boxes, fill,
                                                           CROP_SIZE)},
         "mask_grid": {"c++": lambda: maskops.mask_grid(masks, GRID),
@@ -396,7 +411,9 @@ def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> 
 
     # Checks before any timing.
     what = f"{h}×{w} K={k}"
-    outs = {op: {impl: fn() for impl, fn in fns.items()} for op, fns in ops.items()}
+    # Copies: C++ and NumPy crops share one buffer, and each call overwrites it.
+    outs = {op: {impl: (lambda v: v.copy() if isinstance(v, np.ndarray) else v)(fn())
+                 for impl, fn in fns.items()} for op, fns in ops.items()}
     exact = ("tight_boxes", "mask_iou", "mask_nms", "rle_encode", "rle_decode")
     for op in exact:
         for impl in outs[op]:
@@ -450,8 +467,8 @@ def report_lines(report: Json) -> list[str]:
         rows.append(row)
     c = report["config"]
     lines = [f"## Mask ops: {report['implementation']}", "",
-             f"Median of {c['runs']} runs (ms) after a warm-up; S = {CROP_SIZE}, g = {GRID}, "
-             f"l = {LOW_RES}; torch {report['torch_threads']} threads.", "",
+             f"Median of {c['runs']} runs (ms) after {WARMUP_S} s of warm-up; S = {CROP_SIZE}, "
+             f"g = {GRID}, l = {LOW_RES}; torch {report['torch_threads']} threads.", "",
              table(header, rows), ""]
     lines += machine_lines(report["machine"], SHOWN_VERSIONS)
     lines.append(wall_line(report))
@@ -470,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes, ks, runs = (SIZES[:1], KS[:1], 2) if args.quick else (SIZES, KS, args.runs)
 
     report: Json = {"config": {"sizes": [list(s) for s in sizes], "ks": list(ks), "runs": runs,
-                               "warmup": 1, "crop_size": CROP_SIZE, "grid": GRID,
+                               "warmup_s": WARMUP_S, "settle_s": SETTLE_S,
+                               "crop_size": CROP_SIZE, "grid": GRID,
                                "low_res": LOW_RES, "threshold": THRESHOLD, "offset": OFFSET,
                                "seed": args.seed, "quick": args.quick}}
     report["machine"] = machine(VERSIONS)

@@ -4,6 +4,10 @@
 // twins do it: rows first, then columns, each pass as a * (1 - w) + b * w in float32 (setup.py
 // builds with -ffp-contract=off, so no FMA changes the last bit). Only the source rows that the
 // taps read are touched, so a crop costs O(S · min(box width, 2S)) whatever the image size.
+#include <optional>
+
+#include <pybind11/stl.h>
+
 #include "maskops.h"
 
 namespace zsris {
@@ -44,15 +48,19 @@ const uint8_t* mask_bytes(const carray<bool>& masks) {
 // task's own taps (O(S)) cost little against its rows.
 constexpr int64_t kRowsPerTask = 32;
 
+// The row pass reads every box column (a contiguous, vectorised loop) up to this many times the
+// 2S columns the taps need, and gathers only those 2S (a scalar loop) past it.
+constexpr int64_t kContiguousTaps = 4;
+
 // One task of masked_crops: output rows [r0, r1) of the crop of `mask` (H×W bytes) in box `b`.
 void crop_rows(const float* image, const uint8_t* mask, int64_t h, int64_t w,
                const int64_t* b, const float* fill, int64_t size, int64_t r0, int64_t r1,
                float* crop) {
     const Taps ys = source_taps(b[3] - b[1], size, b[1]);
     Taps xs = source_taps(b[2] - b[0], size, b[0]);
-    // The row pass covers the box's columns while the box is at most 2S wide (each once, in
-    // order), else only the 2S tapped ones; the column taps then index the row pass's output.
-    const bool narrow = b[2] - b[0] <= 2 * size;
+    // The row pass covers the box's columns while the box is narrow enough (each once, in
+    // order), else only the 2S tapped ones (lo taps, then hi taps).
+    const bool narrow = b[2] - b[0] <= kContiguousTaps * 2 * size;
     const int64_t n = narrow ? b[2] - b[0] : 2 * size;
     std::vector<int64_t> columns;
     if (narrow) {
@@ -63,43 +71,47 @@ void crop_rows(const float* image, const uint8_t* mask, int64_t h, int64_t w,
     } else {
         columns = xs.lo;
         columns.insert(columns.end(), xs.hi.begin(), xs.hi.end());
-        for (int64_t c = 0; c < size; ++c) {
-            xs.lo[c] = c;
-            xs.hi[c] = size + c;
-        }
     }
     const int64_t plane = h * w;
-    std::vector<float> rows(n);
-    // Generic over the column map, so that the narrow case is a contiguous, vectorised loop;
-    // pixels are loaded before the select for the same reason (they lie inside the image).
-    auto run = [&](auto column) {
+    std::vector<float> rows(3 * n);
+    // Generic over the column map and the column pass, so that each contiguous case is a
+    // vectorised loop. A mask tap is read once for the three channels; pixels are loaded before
+    // the select (they lie inside the image) for the same reason.
+    auto run = [&](auto column, auto column_pass) {
         for (int64_t r = r0; r < r1; ++r) {
             const int64_t top = ys.lo[r] * w, bottom = ys.hi[r] * w;
             const float wy = ys.weight[r];
-            for (int64_t ch = 0; ch < 3; ++ch) {
-                const float* pixels = image + ch * plane;
-                const float f = fill[ch];
-                for (int64_t j = 0; j < n; ++j) {
-                    const int64_t up = top + column(j), down = bottom + column(j);
-                    const float a = pixels[up], z = pixels[down];
-                    rows[j] = lerp(mask[up] != 0 ? a : f, mask[down] != 0 ? z : f, wy);
+            for (int64_t j = 0; j < n; ++j) {
+                const int64_t up = top + column(j), down = bottom + column(j);
+                const bool in_up = mask[up] != 0, in_down = mask[down] != 0;
+                for (int64_t ch = 0; ch < 3; ++ch) {
+                    const float a = image[ch * plane + up], z = image[ch * plane + down];
+                    rows[ch * n + j] = lerp(in_up ? a : fill[ch], in_down ? z : fill[ch], wy);
                 }
-                float* line = crop + (ch * size + r) * size;
-                for (int64_t c = 0; c < size; ++c)
-                    line[c] = lerp(rows[xs.lo[c]], rows[xs.hi[c]], xs.weight[c]);
             }
+            for (int64_t ch = 0; ch < 3; ++ch)
+                column_pass(rows.data() + ch * n, crop + (ch * size + r) * size);
         }
     };
-    if (narrow) {
-        run([x0 = b[0]](int64_t j) { return x0 + j; });
-    } else {
-        run([&columns](int64_t j) { return columns[j]; });
+    if (narrow) {  // the column taps index the box's columns: a gather
+        run([x0 = b[0]](int64_t j) { return x0 + j; }, [&](const float* row, float* line) {
+            for (int64_t c = 0; c < size; ++c)
+                line[c] = lerp(row[xs.lo[c]], row[xs.hi[c]], xs.weight[c]);
+        });
+    } else {  // the row pass holds the lo taps, then the hi taps: contiguous
+        run([&columns](int64_t j) { return columns[j]; }, [&](const float* row, float* line) {
+            for (int64_t c = 0; c < size; ++c)
+                line[c] = lerp(row[c], row[size + c], xs.weight[c]);
+        });
     }
 }
+}
 
-// Normalised 3×H×W float32, K×H×W bool masks, their K×4 tight boxes → K×3×S×S float32.
+// Normalised 3×H×W float32, K×H×W bool masks, their K×4 tight boxes → K×3×S×S float32, written
+// into `out` when given (a caller's reused buffer: no allocation, no page faults per call).
 carray<float> masked_crops(const carray<float>& normalised, const carray<bool>& masks,
-                           const carray<int64_t>& boxes, const carray<float>& fill, int64_t size) {
+                           const carray<int64_t>& boxes, const carray<float>& fill, int64_t size,
+                           std::optional<carray<float>> out) {
     require(masks.ndim() == 3, "masks must be K×H×W");
     const int64_t k = masks.shape(0), h = masks.shape(1), w = masks.shape(2);
     require(normalised.ndim() == 3 && normalised.shape(0) == 3 && normalised.shape(1) == h &&
@@ -119,11 +131,19 @@ carray<float> masked_crops(const carray<float>& normalised, const carray<bool>& 
                     std::to_string(b[3]) + ") is empty or outside the " + std::to_string(w) +
                     "×" + std::to_string(h) + " image");
     }
-    carray<float> out({k, int64_t{3}, size, size});
+    if (out) {
+        require(out->ndim() == 4 && out->shape(0) == k && out->shape(1) == 3 &&
+                    out->shape(2) == size && out->shape(3) == size && out->writeable(),
+                "out must be a writeable C-contiguous float32 array of shape (" +
+                    std::to_string(k) + ", 3, " + std::to_string(size) + ", " +
+                    std::to_string(size) + ")");
+    } else {
+        out.emplace(std::vector<py::ssize_t>{k, 3, size, size});
+    }
     const float* image = normalised.data();
     const uint8_t* src = mask_bytes(masks);
     const float* colour = fill.data();
-    float* dst = out.mutable_data();
+    float* dst = out->mutable_data();
     const int64_t blocks = (size + kRowsPerTask - 1) / kRowsPerTask;
     {
         py::gil_scoped_release release;
@@ -133,7 +153,7 @@ carray<float> masked_crops(const carray<float>& normalised, const carray<bool>& 
                       std::min(size, r0 + kRowsPerTask), dst + i * 3 * size * size);
         });
     }
-    return out;
+    return *out;
 }
 
 // K×H×W bool → K×g×g float32 in [0, 1]: the masks as 0/1 floats, resized bilinearly.
@@ -175,8 +195,10 @@ carray<float> mask_grid(const carray<bool>& masks, int64_t grid) {
 void register_crops(py::module_& m) {
     m.def("masked_crops", &masked_crops, py::arg("normalised"), py::arg("masks"),
           py::arg("boxes"), py::arg("fill"), py::arg("size"),
+          py::arg("out").noconvert() = py::none(),
           "K masked crops → K×3×size×size float32: outside its mask a pixel reads as fill; the "
-          "tight box is resized bilinearly (half-pixel centres, no antialias)");
+          "tight box is resized bilinearly (half-pixel centres, no antialias); into out when "
+          "given");
     m.def("mask_grid", &mask_grid, py::arg("masks"), py::arg("grid"),
           "K×H×W bool → K×grid×grid float32: the masks resized bilinearly as 0/1 floats");
 }

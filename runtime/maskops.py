@@ -63,8 +63,9 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
 
 
 def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
-                 fill: np.ndarray, size: int) -> np.ndarray:
-    """K masked crops → K×3×size×size float32 (SPEC.md §3); see `crop_batcher.masked_crops`."""
+                 fill: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """K masked crops → K×3×size×size float32 (SPEC.md §3); see `crop_batcher.masked_crops`.
+    `out`, a reused C-contiguous float32 buffer of that shape, spares the allocation."""
     masks = _bool_masks(masks)
     normalised = np.ascontiguousarray(normalised, dtype=np.float32)
     boxes = np.ascontiguousarray(boxes, dtype=np.int64)
@@ -77,9 +78,14 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
     if k and ((boxes[:, :2] < 0).any() or (boxes[:, 2] > w).any() or (boxes[:, 3] > h).any()
               or (boxes[:, 2:] <= boxes[:, :2]).any()):
         raise MaskError("masked_crops: every box must be non-empty and inside the image")
+    if out is not None and (not isinstance(out, np.ndarray) or out.dtype != np.float32 or
+                            out.shape != (k, 3, size, size) or not out.flags.c_contiguous or
+                            not out.flags.writeable):
+        raise MaskError(f"masked_crops: out must be a writeable C-contiguous float32 array of "
+                        f"shape {(k, 3, size, size)}")
     if _native is not None and hasattr(_native, "masked_crops"):
-        return _native.masked_crops(normalised, masks, boxes, fill, int(size))
-    return _crop_batcher.masked_crops(normalised, masks, boxes, fill, int(size))
+        return _native.masked_crops(normalised, masks, boxes, fill, int(size), out)
+    return _crop_batcher.masked_crops(normalised, masks, boxes, fill, int(size), out)
 
 
 def mask_grid(masks: np.ndarray, grid: int) -> np.ndarray:

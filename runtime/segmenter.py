@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -30,6 +31,9 @@ from .tokenizer import ClipTokenizer
 
 TEXT_CACHE_SIZE = 256
 EMBEDDING_CACHE_SIZE = 2  # proposer encodings kept, by image content
+# Masked crops are written into a buffer kept per thread for up to this many masks (77 MB at
+# 224 px): a fresh 5-80 MB array per image costs its page faults every time.
+CROP_BUFFER_MASKS = 128
 
 
 @contextmanager
@@ -62,6 +66,7 @@ class Segmenter:
         self._text_cache: OrderedDict[str, tuple[Phrases, np.ndarray, np.ndarray, bool]] = \
             OrderedDict()
         self._embedding_cache: OrderedDict[bytes, ImageEmbedding] = OrderedDict()
+        self._crop_buffers = threading.local()
         for graph in CLIP_GRAPHS:
             backend.prepare(graph)
         self.proposer = Proposer(pack.proposer, backend) if pack.proposer else None
@@ -146,10 +151,21 @@ class Segmenter:
                                           {"tokens": tokens, "grid_masks": grid},
                                           ("grid_masks",))[0]
         with _timed(timings, "crops"):
-            crops = masked_crops(xn, masks, boxes, np.asarray(s.fill), s.image_size)
+            crops = masked_crops(xn, masks, boxes, np.asarray(s.fill), s.image_size,
+                                 self._crop_buffer(len(masks)))
         with _timed(timings, "crop_encoder"):
             fl = self.backend.run_batched("clip_image", {"images": crops}, ("images",))[0]
         return Scene(rgb.shape[:2], masks, boxes, fg, fl, timings, proposals)
+
+    def _crop_buffer(self, k: int) -> np.ndarray | None:
+        """This thread's reused K×3×S×S crop buffer; None (allocate) above CROP_BUFFER_MASKS."""
+        if k > CROP_BUFFER_MASKS:
+            return None
+        buffer = getattr(self._crop_buffers, "array", None)
+        if buffer is None or len(buffer) < k:
+            size = self.settings.image_size
+            buffer = self._crop_buffers.array = np.empty((k, 3, size, size), dtype=np.float32)
+        return buffer[:k]
 
     def encode_text(self, text: str) -> tuple[Phrases, np.ndarray, np.ndarray, bool]:
         """(phrases, CLIP(s'), CLIP(NP), truncated), cached by expression."""

@@ -241,3 +241,25 @@ def test_bad_grids_are_refused(native: ModuleType, masks: np.ndarray, grid: int,
         maskops.mask_grid(masks, grid)
     with pytest.raises(ValueError, match=message):
         native.mask_grid(masks, grid)
+
+
+def test_crops_go_into_a_given_buffer(maybe_native: ModuleType | None) -> None:
+    """`out` receives the crops (no copy) and equals a fresh result; a buffer that does not fit
+    (dtype, shape, strides, read-only) is refused, never written through a silent copy."""
+    rng = np.random.default_rng(7)
+    normalised = rng.standard_normal((3, 12, 15), dtype=np.float32)
+    masks = random_masks(rng, 3, 12, 15)
+    boxes, fill = tight_boxes(masks), np.zeros(3, np.float32)
+    expected = numpy_masked_crops(normalised, masks, boxes, fill, 6)
+    out = np.full((3, 3, 6, 6), np.nan, np.float32)
+    assert maskops.masked_crops(normalised, masks, boxes, fill, 6, out) is out
+    np.testing.assert_array_equal(out, expected)
+    read_only = np.zeros((3, 3, 6, 6), np.float32)
+    read_only.flags.writeable = False
+    for bad in (np.zeros((3, 3, 6, 6)), np.zeros((2, 3, 6, 6), np.float32),
+                np.zeros((3, 3, 6, 12), np.float32)[..., ::2], read_only):
+        with pytest.raises(MaskError, match="out must be"):
+            maskops.masked_crops(normalised, masks, boxes, fill, 6, bad)
+        if maybe_native is not None:
+            with pytest.raises((TypeError, ValueError)):
+                maybe_native.masked_crops(normalised, masks, boxes, fill, 6, bad)

@@ -86,6 +86,21 @@ def test_scene_reuse_equals_fresh_segment(segmenter):
         np.testing.assert_array_equal(reused.scores, fresh.scores)
 
 
+def test_reused_crop_buffer_leaves_nothing_behind(segmenter):
+    """The crop buffer is reused across images: a larger then a smaller scene, then the first
+    again, give the first scene's features exactly; and past CROP_BUFFER_MASKS it allocates."""
+    from zsris_rt import segmenter as segmenter_module
+
+    image, masks = random_scene(np.random.default_rng(11), 60, 80, 6)
+    other, other_masks = random_scene(np.random.default_rng(12), 90, 70, 9)
+    first = segmenter.encode_image(image, masks[:4])
+    segmenter.encode_image(other, other_masks)
+    again = segmenter.encode_image(image, masks[:4])
+    np.testing.assert_array_equal(again.local_features, first.local_features)
+    assert segmenter._crop_buffer(3).base is segmenter._crop_buffer(9).base
+    assert segmenter._crop_buffer(segmenter_module.CROP_BUFFER_MASKS + 1) is None
+
+
 def test_alpha_beta_override(segmenter, reference):
     rng = np.random.default_rng(11)
     image, masks = random_scene(rng, 90, 120, 4)
