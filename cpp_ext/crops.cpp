@@ -105,7 +105,6 @@ void crop_rows(const float* image, const uint8_t* mask, int64_t h, int64_t w,
         });
     }
 }
-}
 
 // Normalised 3×H×W float32, K×H×W bool masks, their K×4 tight boxes → K×3×S×S float32, written
 // into `out` when given (a caller's reused buffer: no allocation, no page faults per call).

@@ -13,11 +13,7 @@
 #include "maskops.h"
 
 // A hardware popcount where the CPU has one, chosen at load time (x86-64's baseline lacks it).
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-#define ZSRIS_POPCOUNT_CLONES __attribute__((target_clones("popcnt", "default")))
-#else
-#define ZSRIS_POPCOUNT_CLONES
-#endif
+#define ZSRIS_POPCOUNT_CLONES ZSRIS_TARGET_CLONES("popcnt", "default")
 
 namespace zsris {
 namespace {

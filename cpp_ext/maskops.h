@@ -43,6 +43,14 @@ void parallel_for(int64_t n, F f, int64_t min_per_thread = 1) {
     for (auto& thread : pool) thread.join();
 }
 
+// A function compiled once per listed target, the loader picking the best the CPU has (GCC and
+// Clang on x86-64 Linux, through ifunc); elsewhere one baseline build.
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
+#define ZSRIS_TARGET_CLONES(...) __attribute__((target_clones(__VA_ARGS__)))
+#else
+#define ZSRIS_TARGET_CLONES(...)
+#endif
+
 // Largest crop side or grid an op will allocate: beyond it, sizes overflow before NumPy can refuse.
 constexpr int64_t kMaxSide = 4096;
 
