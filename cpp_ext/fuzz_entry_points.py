@@ -140,7 +140,12 @@ def call_masked_crops(rng):
             int(rng.choice([1, 2, 3, 7, 8, 33]))]
     shapes = [((3, h, w), np.float32), ((k, h, w), np.bool_), ((k, 4), np.int64),
               ((3,), np.float32)]
-    return maybe(rng, args, lambda i: scalar(rng, args[i]) if i == 4 else junk(rng, *shapes[i]))
+    args = maybe(rng, args, lambda i: scalar(rng, args[i]) if i == 4 else junk(rng, *shapes[i]))
+    if rng.random() < 0.4:  # an `out` buffer: right, or of another shape, dtype or layout
+        size = args[4] if isinstance(args[4], int) and 0 < args[4] < 64 else 8
+        out = array(rng, (k, 3, size, size), np.float32)
+        args.append(out if rng.random() < 0.5 else junk(rng, (k, 3, size, size), np.float32))
+    return args
 
 
 def call_mask_grid(rng):
