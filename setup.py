@@ -54,10 +54,11 @@ setup(
     version="0.1.0",
     description="Edge runtime for zero-shot referring image segmentation (Global-Local CLIP)",
     python_requires=">=3.10",
-    packages=["zsris_rt", "zsris_rt.backends", "zsris_rt.export"],
+    packages=["zsris_rt", "zsris_rt.backends", "zsris_rt.bench", "zsris_rt.export"],
     package_dir={"zsris_rt": "runtime", "zsris_rt.export": "export"},
     install_requires=RUNTIME_REQUIRES,
-    extras_require={"export": EXPORT_REQUIRES, "test": TEST_REQUIRES},
+    extras_require={"export": EXPORT_REQUIRES, "test": TEST_REQUIRES,
+                    "plot": ["matplotlib>=3.7"]},
     ext_modules=EXTENSIONS,
     cmdclass=COMMANDS,
     entry_points={

@@ -53,19 +53,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import (
-    CpuShare,
-    Json,
-    argument_parser,
-    elapsed,
-    machine,
-    machine_lines,
-    say,
-    summary,
-    table,
-    wait_for_quiet,
-    wall_line,
-)
+from zsris_rt.bench.log import elapsed, say
+from zsris_rt.bench.machine import CpuShare, machine, wait_for_quiet
+from zsris_rt.bench.report import machine_lines, table, wall_line
+from zsris_rt.bench.stats import Json, summary
+from zsris_rt.bench.workers import argument_parser
 
 SIZES = ((480, 640), (1080, 1920))  # H, W
 KS = (8, 32, 100)

@@ -48,27 +48,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import (
-    HEAVY_MODULES,
-    CpuShare,
-    Json,
-    argument_parser,
-    draw_scene,
-    elapsed,
-    machine,
-    machine_lines,
-    peak_rss,
-    say,
-    spawn_worker,
-    summary,
-    table,
-    wait_for_quiet,
-    wall_line,
-    worker_main,
-)
+from zsris_rt.bench.log import elapsed, say
+from zsris_rt.bench.machine import CpuShare, heavy_modules_loaded, machine, peak_rss, wait_for_quiet
+from zsris_rt.bench.packs import PROPOSER_GEOMETRIES, RandomPack, ensure_pack, export_random_pack
+from zsris_rt.bench.report import machine_lines, table, wall_line
+from zsris_rt.bench.scene import write_workload
+from zsris_rt.bench.stats import Json, summary
+from zsris_rt.bench.workers import argument_parser, script_command, spawn_worker, worker_main
 
-# export.random_checkpoint's SAM_GEOMETRIES (not imported: it imports torch).
-GEOMETRIES = {"sam": ("tiny", "vit-b", "vit-l", "vit-h"), "sam2": ("tiny", "hiera-tiny")}
 LOOSE = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 WARM = {"pred_iou_thresh": 0.7, "stability_score_thresh": 0.9}  # "other thresholds"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -97,47 +84,10 @@ class Config:
 
 
 # ------------------------------------------------------------------------------------- workers
-def worker_export(spec: Json) -> Json:
-    """Random tiny CLIP → pack, random SAM / SAM 2 → its proposer, in one torch process."""
-    from zsris_rt.export.cli import main as export_main
-    from zsris_rt.export.random_checkpoint import write_random_clip, write_random_sam
-
-    clip, sam, pack = Path(spec["clip"]), Path(spec["sam"]), spec["pack"]
-    timings: Json = {}
-    start = time.perf_counter()
-    if not (clip / "config.json").is_file():
-        write_random_clip(clip, "tiny", spec["seed"])
-    if export_main(["clip", str(clip), "--out", pack, "--force"]) != 0:
-        raise RuntimeError("zsris-export clip failed")
-    timings["clip_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    if not (sam / "config.json").is_file():
-        write_random_sam(sam, spec["family"], spec["geometry"], spec["seed"])
-    timings["random_sam_s"] = time.perf_counter() - start
-    start = time.perf_counter()
-    if export_main(["sam", str(sam), "--pack", pack, "--force"]) != 0:
-        raise RuntimeError("zsris-export sam failed")
-    timings["sam_export_s"] = time.perf_counter() - start
-    return timings
-
-
-def worker_workload(spec: Json) -> Json:
-    """Write one JPEG per size: smooth colour noise, filled shapes and a gradient, blurred."""
-    import cv2
-    import numpy as np
-
-    out: Json = {}
-    for (w, h), path in zip(spec["sizes"], spec["images"], strict=True):
-        image = draw_scene(np.random.default_rng(spec["seed"]), w, h, shapes=14, gradient=40.0)
-        cv2.imwrite(path, image, [cv2.IMWRITE_JPEG_QUALITY, 90])
-        out[path] = os.path.getsize(path)
-    return {"image_bytes": out}
-
-
 class Probe:
     """Wraps functions of `zsris_rt.proposer` to time them and count the masks they handle."""
 
-    NAMES = ("prepare_input", "mask_statistics", "box_nms", "binary_masks")
+    NAMES = ("prepare_input", "logit_statistics", "box_nms", "logit_masks")
 
     def __init__(self) -> None:
         import zsris_rt.proposer as proposer
@@ -258,7 +208,7 @@ def worker_runtime(spec: Json) -> Json:
             f"{statistics.median(per_call) / chunk:.1f} ms per prompt ({len(per_call)} calls)")
     out["rss"] = peak_rss()
     out["torch_in_sys_modules"] = "torch" in sys.modules
-    out["heavy_modules_loaded"] = [m for m in HEAVY_MODULES if m in sys.modules]
+    out["heavy_modules_loaded"] = heavy_modules_loaded()
     out["backend"] = seg.backend.describe()
     return out
 
@@ -319,38 +269,31 @@ def worker_profile(spec: Json) -> Json:
             "by_op_ms": dict(sorted(by_op.items(), key=lambda kv: -kv[1]))}
 
 
-WORKERS = {"export": worker_export, "workload": worker_workload, "runtime": worker_runtime,
+WORKERS = {"export": export_random_pack, "workload": write_workload, "runtime": worker_runtime,
            "profile": worker_profile}
 
 
 # ------------------------------------------------------------------------------- orchestration
 def run_worker(mode: str, spec: Json, cfg: Config, tag: str) -> Json:
     """Run one worker in a fresh Python process and return its result."""
-    return spawn_worker(__file__, mode, spec, f"proposer_{tag}", cfg.work, cfg.threads)
+    return spawn_worker(script_command(__file__), mode, spec, f"proposer_{tag}", cfg.work,
+                        cfg.threads)
 
 
-def ensure_pack(cfg: Config, force: bool) -> tuple[Path, Json]:
+def ensure_proposer_pack(cfg: Config, force: bool) -> tuple[Path, Json]:
     """The pack (tiny CLIP + the proposer) under the work folder, exported once."""
-    root = Path(cfg.work) / f"proposer_{cfg.family}-{cfg.geometry}_seed{cfg.seed}"
-    pack = root / "pack"
-    manifest = pack / "manifest.json"
-    if not force and manifest.is_file() and json.loads(manifest.read_text()).get("proposer"):
-        say(f"reuse pack {pack} (--force-export to redo)")
-        return pack, {}
-    if cfg.family == "sam" and cfg.geometry != "tiny":
+    target = RandomPack.under(Path(cfg.work), "tiny", f"{cfg.family}-{cfg.geometry}", cfg.seed)
+    if cfg.family == "sam" and cfg.geometry != "tiny" and (force or not target.ready()):
         say("SAM ViT export: about 10 GB of memory and several minutes")
-    say(f"random {cfg.family} {cfg.geometry} + tiny CLIP (seed {cfg.seed}) → pack {pack}")
-    timings = run_worker("export", {"clip": str(root / "clip-checkpoint"),
-                                    "sam": str(root / "sam-checkpoint"), "pack": str(pack),
-                                    "family": cfg.family, "geometry": cfg.geometry,
-                                    "seed": cfg.seed}, cfg, f"export_{cfg.family}-{cfg.geometry}")
-    return pack, timings
+    timings = ensure_pack(target, force, lambda mode, spec, tag: run_worker(
+        mode, spec, cfg, f"{tag}_{cfg.family}-{cfg.geometry}"))
+    return target.pack, timings
 
 
 def measure(cfg: Config, force_export: bool) -> Json:
     """Export (once), write the images, run one runtime worker per image size."""
     report: Json = {"config": asdict(cfg), "machine": machine(VERSIONS)}
-    pack, export_timings = ensure_pack(cfg, force_export)
+    pack, export_timings = ensure_proposer_pack(cfg, force_export)
     manifest = pack / "manifest.json"
     report["pack"] = {"path": str(pack), "export_s": export_timings, "exported": time.strftime(
         "%Y-%m-%d %H:%M", time.localtime(manifest.stat().st_mtime)),
@@ -359,11 +302,11 @@ def measure(cfg: Config, force_export: bool) -> Json:
                       for g in ("prop_encoder", "prop_decoder")}}
     images = [str(Path(cfg.work) / f"proposer_scene_{w}x{h}_seed{cfg.seed}.jpg")
               for w, h in cfg.sizes]
-    todo = [(s, p) for s, p in zip(cfg.sizes, images, strict=True) if not Path(p).is_file()]
-    if todo:
-        say(f"write JPEGs: {', '.join(f'{w}×{h}' for (w, h), _ in todo)}")
-        run_worker("workload", {"seed": cfg.seed, "sizes": [s for s, _ in todo],
-                                "images": [p for _, p in todo]}, cfg, "workload")
+    for (w, h), image in zip(cfg.sizes, images, strict=True):
+        if not Path(image).is_file():
+            say(f"write JPEG {w}×{h}")
+            run_worker("workload", {"seed": cfg.seed, "size": [w, h], "image": image,
+                                    "shapes": 14, "gradient": 40.0}, cfg, f"workload_{w}x{h}")
     report["sizes"] = {}
     for (w, h), image in zip(cfg.sizes, images, strict=True):
         wait_for_quiet(cfg.wait_quiet, report)
@@ -407,9 +350,9 @@ def _stage_rows(result: Json) -> list[list[str]]:
 
     lines = [("decode", None), ("prop_encoder", None), ("  of which preprocess", "prepare_input"),
              ("prop_decoder", None), ("prop_filter", None),
-             ("  of which mask statistics (masks)", "mask_statistics"), ("prop_nms", None),
+             ("  of which mask statistics (masks)", "logit_statistics"), ("prop_nms", None),
              ("  of which box NMS (boxes)", "box_nms"),
-             ("  of which binary masks (masks)", "binary_masks"),
+             ("  of which binary masks (masks)", "logit_masks"),
              ("outside stages", None), ("total (wall)", None)]
     rows = []
     for label, probe in lines:
@@ -517,11 +460,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: SAM 2 tiny geometry, 8×8 points, 1 run of each kind "
                              "(< 60 s)")
-    parser.add_argument("--family", choices=sorted(GEOMETRIES), default="sam2",
+    parser.add_argument("--family", choices=sorted(PROPOSER_GEOMETRIES), default="sam2",
                         help="proposer family (default sam2)")
     parser.add_argument("--geometry", default=None,
-                        help="random checkpoint geometry: sam: " + ", ".join(GEOMETRIES["sam"])
-                             + "; sam2: " + ", ".join(GEOMETRIES["sam2"])
+                        help="random checkpoint geometry: " + "; ".join(
+                            f"{family}: {', '.join(geometries)}"
+                            for family, geometries in PROPOSER_GEOMETRIES.items())
                              + " (default hiera-tiny for sam2, vit-b for sam; tiny with --quick)")
     parser.add_argument("--runs", type=int, default=None,
                         help="cold runs at the default options (default 5)")
@@ -564,9 +508,9 @@ def config_from(args: argparse.Namespace) -> Config:
         cfg.geometry, cfg.runs, cfg.loose_runs, cfg.warm_runs = "tiny", 1, 1, 1
         cfg.points_per_side, cfg.chunk_prompts = 8, 256
     cfg.geometry = args.geometry or cfg.geometry
-    if cfg.geometry not in GEOMETRIES[cfg.family]:
+    if cfg.geometry not in PROPOSER_GEOMETRIES[cfg.family]:
         raise SystemExit(f"bench_proposer: {cfg.family} has no geometry {cfg.geometry!r}; "
-                         f"choose from {', '.join(GEOMETRIES[cfg.family])}")
+                         f"choose from {', '.join(PROPOSER_GEOMETRIES[cfg.family])}")
     for name in ("runs", "loose_runs", "warm_runs", "points_per_side", "chunk_prompts"):
         value = getattr(args, name)
         if value is not None:

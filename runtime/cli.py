@@ -39,6 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "what this machine runs: packages, providers, C++ mask ops, a pack"),
     "eval": ("evaluation", "oIoU/mIoU on data in the refer layout (RefCOCO/+/g)"),
     "synth": ("synthetic_refer", "write a small synthetic dataset in the refer layout"),
+    "bench": ("bench.command",
+              "per-stage latency against the PyTorch reference, with compute floors"),
 }
 
 # Proposer options: the `propose()` keyword, its type and its help.
@@ -118,6 +120,14 @@ def load_segmenter(args: argparse.Namespace):  # -> Segmenter (imported lazily: 
                                verify=not args.no_verify)
 
 
+def error_exit(prog: str, exc: ZsrisError) -> int:
+    """Bad input: one line on stderr and exit status 2 (ZSRIS_DEBUG=1: the traceback instead)."""
+    if os.environ.get("ZSRIS_DEBUG"):
+        raise exc
+    print(f"{prog}: error: {exc}", file=sys.stderr)
+    return 2
+
+
 def numbered(path: Path | None, number: int, total: int) -> Path | None:
     if path is None or total == 1:
         return path
@@ -191,10 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zsris-rt: {exc}", file=sys.stderr)
         return 3
     except ZsrisError as exc:
-        if os.environ.get("ZSRIS_DEBUG"):
-            raise
-        print(f"zsris-rt: error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit("zsris-rt", exc)
     except KeyboardInterrupt:
         return 130
     if args.json:

@@ -15,7 +15,6 @@ import contextlib
 import csv
 import io
 import json
-import os
 import shlex
 import sys
 import time
@@ -25,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .cli import add_proposer_options, add_segmenter_options, load_segmenter, proposer_overrides
+from .cli import (
+    add_proposer_options,
+    add_segmenter_options,
+    error_exit,
+    load_segmenter,
+    proposer_overrides,
+)
 from .errors import NoMaskError, TextError, ZsrisError
 from .image import read_image
 from .progress import Progress
@@ -367,10 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except ZsrisError as exc:
-        if os.environ.get("ZSRIS_DEBUG"):
-            raise
-        print(f"zsris-rt eval: error: {exc}", file=sys.stderr)
-        return 2
+        return error_exit("zsris-rt eval", exc)
     except KeyboardInterrupt:
         again = argv if "--resume" in argv else [*argv, "--resume"]
         print(f"zsris-rt eval: interrupted; {args.out / CSV_NAME} keeps every finished image. "

@@ -1,0 +1,148 @@
+"""The compute floor: a graph's FLOPs (2 × the multiply-adds of every MatMul, Gemm and Conv,
+counted on the ONNX graph at the shapes of the run) over this machine's best measured fp32
+matrix-multiply rate. A stage cannot run faster than its floor without doing less arithmetic.
+
+Both workers need the `onnx` package (the `export` extra); without it the floors are left out.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from .stats import Json
+
+COUNTED_OPS = ("MatMul", "Gemm", "Conv")
+INLINE_LIMIT = 4096  # initializers above this many values become shaped inputs for inference
+
+
+def count_flops(model: Any) -> Json:
+    """FLOPs of the MatMul/Gemm/Conv nodes of a shape-inferred ONNX model; a node whose shapes
+    inference left unknown is counted in "unknown_nodes", not guessed."""
+    import numpy as np
+
+    graph = model.graph
+    shapes: dict[str, list[int | None]] = {
+        v.name: [d.dim_value if d.HasField("dim_value") else None
+                 for d in v.type.tensor_type.shape.dim]
+        for v in list(graph.value_info) + list(graph.input) + list(graph.output)}
+    shapes.update({t.name: list(t.dims) for t in graph.initializer})
+    flops, unknown, nodes = 0, 0, 0
+    for node in graph.node:
+        if node.op_type not in COUNTED_OPS:
+            continue
+        nodes += 1
+        a, b, y = shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0])
+        if not a or not b or not y or None in a + b + y:
+            unknown += 1
+            continue
+        if node.op_type == "Conv":  # per output element: C_in/groups × kernel area
+            flops += 2 * int(np.prod(y)) * int(np.prod(b[1:]))
+        elif node.op_type == "Gemm":
+            trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+            flops += 2 * int(np.prod(y)) * (a[0] if trans_a else a[-1])
+        else:
+            flops += 2 * int(np.prod(y)) * a[-1]
+    return {"flops": flops, "nodes": nodes, "unknown_nodes": unknown}
+
+
+def _shapes_only(model: Any) -> None:
+    """Turn the large initializers into shaped inputs: shape inference needs their shapes, not
+    their values, and runs much faster without them."""
+    import numpy as np
+    import onnx
+
+    for tensor in [t for t in model.graph.initializer if np.prod(t.dims) > INLINE_LIMIT]:
+        model.graph.input.append(onnx.helper.make_tensor_value_info(
+            tensor.name, tensor.data_type, list(tensor.dims)))
+        model.graph.initializer.remove(tensor)
+
+
+def graph_flops(model: Any, dims: dict[str, int], scratch: Path) -> Json:
+    """FLOPs of `model` with its named dynamic input axes fixed to `dims`, counted on the graph
+    ONNX Runtime runs: its basic optimisations (constant folding) resolve the shape-dependent
+    `If` nodes that symbolic shape inference cannot follow (SAM 2's exports have some)."""
+    import copy
+
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    fixed = copy.deepcopy(model)
+    for value in fixed.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:
+                dim.dim_value = dims[dim.dim_param]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(scratch)
+    options.log_severity_level = 3
+    ort.InferenceSession(fixed.SerializeToString(), sess_options=options,
+                         providers=["CPUExecutionProvider"])
+    optimised = onnx.load(str(scratch))
+    scratch.unlink()
+    _shapes_only(optimised)
+    return count_flops(SymbolicShapeInference.infer_shapes(optimised))
+
+
+def count_pack_flops(spec: Json) -> Json:
+    """Worker: spec["counts"] = {graph: {key: dims}} → {graph: {"parameters", key: counted}}."""
+    import numpy as np
+    import onnx
+
+    scratch = Path(spec["result"]).with_suffix(".optimised.onnx")
+    out: Json = {}
+    for graph, runs in spec["counts"].items():
+        model = onnx.load(str(Path(spec["pack"]) / f"{graph}.onnx"))
+        out[graph] = {"parameters": sum(int(np.prod(t.dims)) for t in model.graph.initializer),
+                      **{key: graph_flops(model, dims, scratch) for key, dims in runs.items()}}
+    return out
+
+
+def matmul_rate(spec: Json) -> Json:
+    """Worker: best fp32 square-matmul rate (GFLOP/s) of numpy and of ONNX Runtime's MatMul at
+    spec["threads"] threads (ONNX Runtime's only where `onnx` can build the graph)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    result: Json = {"numpy": {}, "onnxruntime": {}}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec["threads"]
+    options.log_severity_level = 3
+    for n in spec["sizes"]:
+        a = rng.standard_normal((n, n), dtype=np.float32)
+        b = rng.standard_normal((n, n), dtype=np.float32)
+        runners = {"numpy": lambda a=a, b=b: np.matmul(a, b)}
+        session = _matmul_session(n, options)
+        if session is not None:
+            runners["onnxruntime"] = lambda a=a, b=b, s=session: s.run(None, {"a": a, "b": b})
+        for name, fn in runners.items():
+            fn()
+            best = min(_seconds(fn) for _ in range(spec["tries"]))
+            result[name][str(n)] = 2 * n**3 / best / 1e9
+    best = {name: max(rates.values()) for name, rates in result.items() if rates}
+    return {**result, "best_gflops": best, "rate_gflops": max(best.values())}
+
+
+def _matmul_session(n: int, options: Any) -> Any:
+    try:
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    import onnxruntime as ort
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])], "mm",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return ort.InferenceSession(model.SerializeToString(), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def _seconds(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

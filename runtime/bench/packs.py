@@ -1,0 +1,106 @@
+"""Random-weight packs of real geometry, built on the fly (no weights can be downloaded) and
+cached: a random CLIP checkpoint and, optionally, a random SAM / SAM 2 proposer, exported by the
+project's own exporter into one pack."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BenchError
+from .log import say
+from .stats import Json
+
+# export.random_checkpoint's geometries (not imported from there: it imports torch).
+CLIP_GEOMETRIES = ("ViT-B/32", "ViT-B/16", "ViT-L/14", "tiny")
+PROPOSER_GEOMETRIES = {"sam": ("tiny", "vit-b", "vit-l", "vit-h"), "sam2": ("tiny", "hiera-tiny")}
+PROPOSERS = tuple(f"{family}-{geometry}" for family, geometries in PROPOSER_GEOMETRIES.items()
+                  for geometry in geometries)
+
+
+@dataclass(frozen=True)
+class RandomPack:
+    """Where a random pack and the checkpoints behind it live under the work folder."""
+
+    root: Path
+    clip_geometry: str
+    proposer: str | None  # "sam2-hiera-tiny", ... or None
+    seed: int
+
+    @classmethod
+    def under(cls, work: Path, clip_geometry: str, proposer: str | None, seed: int) -> RandomPack:
+        name = clip_geometry.replace("/", "-") + (f"+{proposer}" if proposer else "")
+        return cls(work / f"{name}_seed{seed}", clip_geometry, proposer, seed)
+
+    @property
+    def pack(self) -> Path:
+        return self.root / "pack"
+
+    @property
+    def clip_checkpoint(self) -> Path:
+        return self.root / "clip-checkpoint"
+
+    @property
+    def proposer_checkpoint(self) -> Path:
+        return self.root / "proposer-checkpoint"
+
+    def ready(self) -> bool:
+        """The pack and the checkpoints the reference loads are all there."""
+        manifest = self.pack / "manifest.json"
+        if not (manifest.is_file() and (self.clip_checkpoint / "config.json").is_file()):
+            return False
+        return self.proposer is None or (
+            (self.proposer_checkpoint / "config.json").is_file()
+            and bool(json.loads(manifest.read_text()).get("proposer")))
+
+    def spec(self) -> Json:
+        return {"root": str(self.root), "clip_geometry": self.clip_geometry,
+                "proposer": self.proposer, "seed": self.seed}
+
+
+def split_proposer(name: str) -> tuple[str, str]:
+    """"sam2-hiera-tiny" → ("sam2", "hiera-tiny")."""
+    family, geometry = name.split("-", 1)
+    return family, geometry
+
+
+def ensure_pack(target: RandomPack, force: bool, spawn: Callable[[str, Json, str], Json]) -> Json:
+    """Export the pack unless it is there already (`spawn(mode, spec, tag)` runs a worker);
+    returns the export's timings ({} when reused)."""
+    if target.ready() and not force:
+        say(f"reuse pack {target.pack} (--force-export to redo)")
+        return {}
+    say(f"random {target.clip_geometry} CLIP" + (f" + {target.proposer}" if target.proposer
+                                                 else "") + f" (seed {target.seed}) → pack "
+        f"{target.pack}")
+    return spawn("export", target.spec(), "export")
+
+
+def export_random_pack(spec: Json) -> Json:
+    """Worker (torch): write the random checkpoints unless present, then export the pack."""
+    import time
+
+    from zsris_rt.export.cli import main as export_main
+    from zsris_rt.export.random_checkpoint import write_random_clip, write_random_sam
+
+    target = RandomPack(Path(spec["root"]), spec["clip_geometry"], spec["proposer"], spec["seed"])
+    timings: Json = {}
+    start = time.perf_counter()
+    if not (target.clip_checkpoint / "config.json").is_file():
+        write_random_clip(target.clip_checkpoint, target.clip_geometry, target.seed)
+    if export_main(["clip", str(target.clip_checkpoint), "--out", str(target.pack),
+                    "--force"]) != 0:
+        raise BenchError("zsris-export clip failed")
+    timings["clip_s"] = time.perf_counter() - start
+    if target.proposer:
+        start = time.perf_counter()
+        if not (target.proposer_checkpoint / "config.json").is_file():
+            write_random_sam(target.proposer_checkpoint, *split_proposer(target.proposer),
+                             target.seed)
+        if export_main(["sam", str(target.proposer_checkpoint), "--pack", str(target.pack),
+                        "--force"]) != 0:
+            raise BenchError("zsris-export sam failed")
+        timings["proposer_s"] = time.perf_counter() - start
+    return timings

@@ -1,0 +1,205 @@
+"""`zsris-rt bench`: the smoke mode end to end (what CI runs; not timed), the FLOPs count on
+graphs of known arithmetic, the percentile, the plot without matplotlib, and bad options."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from zsris_rt.bench.flops import count_pack_flops, graph_flops
+from zsris_rt.bench.reference_side import StageClock
+from zsris_rt.bench.report import write_plot
+from zsris_rt.bench.stats import percentile
+from zsris_rt.cli import main
+
+RUNTIME_STAGES = {"decode", "preprocess", "trunk", "mask_grid", "masked_head", "crops",
+                  "crop_encoder", "text", "score"}
+REFERENCE_STAGES = {"decode", "preprocess", "global", "local", "text", "score"}
+PROPOSER_STAGES = {"decode", "prop_encoder", "prop_decoder", "prop_filter", "prop_nms"}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One `zsris-rt bench --smoke` run, with matplotlib made unimportable."""
+    out = tmp_path_factory.mktemp("bench")
+    paths = SimpleNamespace(json=out / "bench.json", markdown=out / "bench.md",
+                            plot=out / "bench.png")
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
+        patch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` → ImportError
+        code = main(["bench", "--smoke", "--work", str(out / "work"), "--json", str(paths.json),
+                     "--markdown", str(paths.markdown), "--plot", str(paths.plot)])
+    return SimpleNamespace(code=code, stderr=stderr.getvalue(), **vars(paths),
+                           report=json.loads(paths.json.read_text()) if code == 0 else None)
+
+
+def _series(process: dict) -> list[dict]:
+    if "propose" in process:
+        return [process["propose"]]
+    return [*process["ks"].values(), *process["expressions"].values()]
+
+
+def test_smoke_runs_every_stage_on_both_sides(smoke: SimpleNamespace) -> None:
+    assert smoke.code == 0, smoke.stderr
+    report = smoke.report
+    rt, ref = report["runtime"], report["reference"]
+    assert set(rt["clip"]["ks"]) == set(ref["clip"]["ks"]) == {"2"}
+    assert set(rt["clip"]["expressions"]) == set(ref["clip"]["expressions"]) == {"1", "2"}
+    assert set(rt["clip"]["ks"]["2"]["stages_ms"]) == RUNTIME_STAGES
+    assert set(ref["clip"]["ks"]["2"]["stages_ms"]) == REFERENCE_STAGES
+    assert set(rt["proposer"]["propose"]["stages_ms"]) == PROPOSER_STAGES
+    assert set(ref["proposer"]["propose"]["stages_ms"]) == {"decode", "prop_encoder",
+                                                            "prop_rest"}
+    for process in (rt["clip"], ref["clip"], rt["proposer"], ref["proposer"]):
+        for series in _series(process):
+            assert series["latencies_ms"] and min(series["latencies_ms"]) > 0
+            for run, total in zip(series["stage_runs"], series["latencies_ms"], strict=True):
+                assert min(run.values()) > 0, run
+                assert sum(run.values()) <= total * 1.001
+    assert rt["clip"]["ks"]["2"]["index"] == ref["clip"]["ks"]["2"]["index"]
+
+
+def test_smoke_runtime_process_never_loaded_torch(smoke: SimpleNamespace) -> None:
+    report = smoke.report
+    for part in ("clip", "proposer"):
+        assert report["runtime"][part]["torch_in_sys_modules"] is False
+        assert report["runtime"][part]["heavy_modules_loaded"] == []
+        assert report["reference"][part]["torch_in_sys_modules"] is True  # the check can fail
+
+
+def test_smoke_counts_flops_and_floors(smoke: SimpleNamespace) -> None:
+    report = smoke.report
+    assert report["matmul"]["rate_gflops"] > 0
+    graphs = {"clip_trunk", "clip_masked_head", "clip_image", "clip_text", "prop_encoder",
+              "prop_decoder"}
+    assert set(report["flops"]) - {"process_wall_s"} == graphs
+    for graph in graphs:
+        counts = [v for k, v in report["flops"][graph].items() if k != "parameters"]
+        assert counts and all(c["flops"] > 0 and c["unknown_nodes"] == 0 for c in counts)
+
+
+def test_smoke_writes_the_markdown_report(smoke: SimpleNamespace) -> None:
+    text = smoke.markdown.read_text()
+    for needed in ("random weights", smoke.report["machine"]["cpu"], "### End to end over K",
+                   "### Stages at K = 2", "### Proposer stages", "### Over expressions per scene",
+                   "### Processes", "masked head", "crop encoder", "floor ms",
+                   "reference / runtime"):
+        assert needed in text
+
+
+def test_plot_without_matplotlib_is_one_line_and_no_png(smoke: SimpleNamespace) -> None:
+    assert smoke.code == 0
+    assert not smoke.plot.exists()
+    lines = [line for line in smoke.stderr.splitlines() if "matplotlib" in line]
+    assert len(lines) == 1 and "no plot" in lines[0]
+
+
+def test_plot_with_matplotlib_writes_a_png(smoke: SimpleNamespace, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "curves.png"
+    assert write_plot(smoke.report, path) == f"wrote {path}"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--ks", "0"], ["--ks", "8,x"], ["--runs", "0"], ["--warmup", "-1"], ["--threads", "0"],
+    ["--expressions", "1000"], ["--points-per-side", "0"], ["--bogus"],
+    ["--geometry", "ViT-Z/9"], ["--pack", "/no/such/pack"],
+    ["--json", "/no/such/folder/out.json"], ["--image", "/no/such/image.jpg"],
+    ["--clip-checkpoint", "/some/checkpoint"],
+])
+def test_bad_options_are_one_line_and_exit_2(argv: list[str], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # --smoke: should a check let the options through, the run costs seconds, not minutes.
+    assert main(["bench", "--smoke", "--work", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zsris-rt bench: error: "), err
+    assert not (tmp_path / "runs").exists()  # refused before any work
+
+
+def test_pack_excludes_random_pack_options(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "manifest.json").write_text("{}")
+    assert main(["bench", "--pack", str(tmp_path), "--geometry", "tiny"]) == 2
+    assert "random packs only" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------- FLOPs on known graphs
+def _known_graph():
+    """MatMul [b,3,4]·[4,5], Gemm [6,7]·[8,7]ᵀ + bias, Conv 1×3×10×10 * 4×3×3×3 (valid)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("B", (4, 5)), ("W", (8, 7)), ("C", (8,)),
+                                   ("K", (4, 3, 3, 3)))]
+    nodes = [helper.make_node("MatMul", ["A", "B"], ["Y1"]),
+             helper.make_node("Gemm", ["X", "W", "C"], ["Y2"], transB=1),
+             helper.make_node("Conv", ["I", "K"], ["Y3"])]
+    graph = helper.make_graph(
+        nodes, "known",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["batch", 3, 4]),
+         helper.make_tensor_value_info("X", TensorProto.FLOAT, [6, 7]),
+         helper.make_tensor_value_info("I", TensorProto.FLOAT, [1, 3, 10, 10])],
+        [helper.make_tensor_value_info(y, TensorProto.FLOAT, None) for y in ("Y1", "Y2", "Y3")],
+        weights)
+    return onnx, helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5])
+def test_graph_flops_are_twice_the_multiply_adds(batch: int, tmp_path: Path) -> None:
+    _, model = _known_graph()
+    matmul = batch * 3 * 5 * 4  # outputs × inner dimension
+    gemm = 6 * 8 * 7
+    conv = (4 * 8 * 8) * (3 * 3 * 3)  # 4 channels of 8×8 outputs, each a 3×3×3 window
+    counted = graph_flops(model, {"batch": batch}, tmp_path / "scratch.onnx")
+    assert counted == {"flops": 2 * (matmul + gemm + conv), "nodes": 3, "unknown_nodes": 0}
+
+
+def test_count_pack_flops_reads_the_graphs_of_a_pack(tmp_path: Path) -> None:
+    onnx, model = _known_graph()
+    onnx.save(model, str(tmp_path / "known.onnx"))
+    out = count_pack_flops({"pack": str(tmp_path), "result": str(tmp_path / "r.result.json"),
+                            "counts": {"known": {"one": {"batch": 1}, "two": {"batch": 2}}}})
+    assert out["known"]["parameters"] == 4 * 5 + 8 * 7 + 8 + 4 * 3 * 3 * 3
+    assert out["known"]["two"]["flops"] - out["known"]["one"]["flops"] == 2 * 3 * 5 * 4
+
+
+# ------------------------------------------------------------------------------- statistics
+@pytest.mark.parametrize("n", [1, 2, 7, 100])
+def test_percentile_is_numpys_linear_percentile(n: int) -> None:
+    values = list(np.random.default_rng(n).exponential(10.0, n))
+    for q in (0, 10, 50, 90, 99, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)),
+                                                      rel=1e-12, abs=1e-12)
+
+
+def test_stage_clock_memoises_only_the_marked_methods() -> None:
+    """The reference's image features are reused within a scene; its text features never."""
+    calls: list[tuple[str, int]] = []
+
+    class Model:
+        def image(self, x: int) -> int:
+            calls.append(("image", x))
+            return 2 * x
+
+        def text(self, x: int) -> int:
+            calls.append(("text", x))
+            return x + 1
+
+    model, clock = Model(), StageClock()
+    clock.wrap(model, "image", "encode", memo=True)
+    clock.wrap(model, "text", "text")
+    clock.memoise = True
+    assert [model.image(1), model.image(5), model.text(1), model.text(2)] == [2, 2, 2, 3]
+    assert calls == [("image", 1), ("text", 1), ("text", 2)]
+    assert set(clock.take()) == {"encode", "text"}
+    assert model.image(5) == 10  # take() forgets the memoised value
