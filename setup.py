@@ -41,12 +41,16 @@ EXPORT_REQUIRES = [
     "openai-clip==1.0.1",
 ]
 
+PLOT_REQUIRES = ["matplotlib>=3.7"]
+
 TEST_REQUIRES = [
     "pytest>=7",
     "hypothesis>=6",
     "ruff>=0.4",
     # The original SAM model code, the independent reference for the checkpoint converter.
     "segment-anything==1.0",
+    # So that the suite runs `zsris-rt bench --plot` too.
+    *PLOT_REQUIRES,
 ]
 
 setup(
@@ -58,7 +62,7 @@ setup(
     package_dir={"zsris_rt": "runtime", "zsris_rt.export": "export"},
     install_requires=RUNTIME_REQUIRES,
     extras_require={"export": EXPORT_REQUIRES, "test": TEST_REQUIRES,
-                    "plot": ["matplotlib>=3.7"]},
+                    "plot": PLOT_REQUIRES},
     ext_modules=EXTENSIONS,
     cmdclass=COMMANDS,
     entry_points={
