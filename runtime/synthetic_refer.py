@@ -1,11 +1,16 @@
 """`zsris-rt synth`: small synthetic datasets in the `refer` layout, to try and test `zsris-rt eval`
 without RefCOCO or COCO at hand.
 
-Each image holds 2–5 coloured shapes on a plain or lightly noisy background. Every shape is one
-annotation (its visible pixels after occlusion) and one ref whose 1–3 sentences name it without
-ambiguity ("the big red circle", "red circle", "the small blue square on the left"). Annotations
-alternate between polygons and compressed RLE so that both decoding paths run. The same seed gives
-the same bytes.
+Each image holds 2–`max_objects` flat-coloured shapes (circle, square, triangle, star, ring; big or
+small; kinds and colours may repeat, shapes may overlap) on a plain or textured background whose
+pixels never take an object colour. Every shape is one annotation (its visible pixels after
+occlusion); a shape that some sentence singles out gets a ref with 1–3 of them. Sentences name
+attributes ("the big blue square"), relations ("the circle left of the star"), ordinals ("the second
+triangle from the right") or positions ("the small red ring on the left"); each is kept only when
+exactly one object satisfies it, and its sentence dict says which kind it is. RefCOCO+ gets no
+position, relation or ordinal words; RefCOCOg gets the full noun phrase in every sentence.
+Annotations alternate between polygons and compressed RLE (a ring whose hole shows is always RLE:
+polygons would fill the hole) so that both decoding paths run. The same seed gives the same bytes.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import argparse
 import json
 import pickle
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -25,20 +31,28 @@ from pycocotools import mask as coco_mask
 from .errors import ZsrisError
 from .refer_data import REFS_FILES
 
-KINDS = ("circle", "square", "triangle")
-COLOURS: dict[str, tuple[int, int, int]] = {  # RGB; the background is grey, never one of these
+KINDS = ("circle", "square", "triangle", "star", "ring")
+COLOURS: dict[str, tuple[int, int, int]] = {  # RGB; each has a channel below BACKGROUND_RANGE
     "red": (220, 30, 30), "green": (30, 170, 50), "blue": (30, 60, 220), "yellow": (240, 210, 30)}
+BACKGROUND_RANGE = (90, 250)  # every background channel lies here, so it is never an object colour
+TEXTURES = ("plain", "noise", "stripes", "checker", "gradient")
 SIZES = {"big": 0.2, "small": 0.1}  # radius as a fraction of the image's shorter side
 SPLITS = {"refcoco": ("train", "val", "testA", "testB"),
           "refcoco+": ("train", "val", "testA", "testB"),
           "refcocog": ("train", "val", "test")}
 MIN_VISIBLE = 0.5  # of a shape's own pixels, left after occlusion
 PLACEMENT_TRIES = 50
+REPEAT_KIND = 0.4  # chance that a new shape repeats an earlier kind, so ordinals have groups
+MARGIN = 0.06  # of the shorter side: how clearly a referent must stand out along x or y
+MAX_OBJECTS = 5  # default; a few more fit at 320×240
+RELATIONS = ("left of", "right of", "above", "below")
+ORDINALS = ("second", "third")  # ranks 1 and 2 from one side; rank 0 is "leftmost"
+ExpressionKind = Literal["attribute", "relation", "ordinal", "position"]
 
 
 @dataclass(frozen=True)
 class Shape:
-    """What an expression can say about one object; a later kind or attribute goes here."""
+    """What an expression can say about one object, and where it is drawn."""
 
     kind: str
     colour: str
@@ -50,15 +64,26 @@ class Shape:
         """H×W bool pixels of the shape alone, no anti-aliasing (every pixel is its colour)."""
         canvas = np.zeros((height, width), dtype=np.uint8)
         (x, y), r = self.centre, self.radius
-        if self.kind == "circle":
+        if self.kind in ("circle", "ring"):
             cv2.circle(canvas, (x, y), r, 1, -1, cv2.LINE_8)
+            if self.kind == "ring":
+                cv2.circle(canvas, (x, y), max(1, r // 2), 0, -1, cv2.LINE_8)
         elif self.kind == "square":
             half = round(r * 0.85)  # about the circle's area
             cv2.rectangle(canvas, (x - half, y - half), (x + half, y + half), 1, -1, cv2.LINE_8)
         else:
-            corners = np.array([[x, y - r], [x - r, y + r * 3 // 4], [x + r, y + r * 3 // 4]])
-            cv2.fillPoly(canvas, [corners.astype(np.int32)], 1, cv2.LINE_8)
+            cv2.fillPoly(canvas, [self._corners()], 1, cv2.LINE_8)
         return canvas.astype(bool)
+
+    def _corners(self) -> np.ndarray:
+        (x, y), r = self.centre, self.radius
+        if self.kind == "triangle":
+            return np.array([[x, y - r], [x - r, y + r * 3 // 4], [x + r, y + r * 3 // 4]],
+                            dtype=np.int32)
+        angles = -np.pi / 2 + np.arange(10) * np.pi / 5  # a five-pointed star, tip up
+        radii = np.where(np.arange(10) % 2 == 0, r, r * 0.45)
+        return np.round(np.stack([x + radii * np.cos(angles), y + radii * np.sin(angles)],
+                                 axis=1)).astype(np.int32)
 
 
 @dataclass
@@ -66,37 +91,80 @@ class SceneObject:
     shape: Shape
     mask: np.ndarray  # H×W bool, exactly what the annotation's segmentation decodes to
     segmentation: Any  # COCO polygons or compressed RLE
+    centroid: tuple[float, float] = field(init=False)  # (x, y) of the mask: where relations look
 
-    @property
-    def centre_x(self) -> float:
-        return float(np.nonzero(self.mask)[1].mean())
+    def __post_init__(self) -> None:
+        ys, xs = np.nonzero(self.mask)
+        self.centroid = (float(xs.mean()), float(ys.mean()))
 
 
-def _place(rng: np.random.Generator, height: int, width: int) -> list[Shape]:
-    """2–5 shapes, no two of the same colour and kind, each at least half visible; if no try
-    achieves that, the last try's shapes that are not are left out."""
-    count = int(rng.integers(2, 6))
-    looks = rng.choice(len(COLOURS) * len(KINDS), size=count, replace=False)
-    colours = list(COLOURS)
+@dataclass(frozen=True)
+class NounPhrase:
+    """"big red circle", "red circle", "circle": the attributes a sentence names."""
+
+    kind: str
+    colour: str | None = None
+    size: str | None = None
+
+    def matches(self, obj: SceneObject) -> bool:
+        s = obj.shape
+        return s.kind == self.kind and self.colour in (None, s.colour) \
+            and self.size in (None, s.size)
+
+    def __str__(self) -> str:
+        return " ".join(w for w in (self.size, self.colour, self.kind) if w)
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A sentence and the test it states: `holds(o, strict)` is whether object o satisfies it,
+    with the margin when strict, without it otherwise."""
+
+    text: str
+    kind: ExpressionKind
+    holds: Callable[[SceneObject, bool], bool]
+
+    def singles_out(self, obj: SceneObject, scene: list[SceneObject]) -> bool:
+        """True of `obj` clearly, and of no other object even loosely: never ambiguous."""
+        return self.holds(obj, True) and not any(self.holds(o, False) for o in scene
+                                                 if o is not obj)
+
+
+def _look(rng: np.random.Generator, shapes: list[Shape]) -> tuple[str, str, str]:
+    """(kind, colour, size) of the next shape; kinds and colours repeat, but never the first
+    shape's whole look, so that every image has a shape its attributes alone single out."""
+    while True:
+        if shapes and rng.random() < REPEAT_KIND:
+            kind = shapes[int(rng.integers(len(shapes)))].kind
+        else:
+            kind = KINDS[int(rng.integers(len(KINDS)))]
+        look = (kind, str(rng.choice(list(COLOURS))), str(rng.choice(list(SIZES))))
+        if not shapes or look != (shapes[0].kind, shapes[0].colour, shapes[0].size):
+            return look
+
+
+def _place(rng: np.random.Generator, height: int, width: int, max_objects: int) -> list[Shape]:
+    """2–max_objects shapes placed one by one, each where every shape so far stays at least half
+    visible; a shape with no such place in PLACEMENT_TRIES tries is left out."""
     shapes: list[Shape] = []
-    for _ in range(PLACEMENT_TRIES):
-        shapes = []
-        for look in looks:
-            size = str(rng.choice(list(SIZES)))
-            r = max(3, round(SIZES[size] * min(height, width) * rng.uniform(0.9, 1.1)))
+    full: list[np.ndarray] = []
+    for _ in range(int(rng.integers(2, max_objects + 1))):
+        kind, colour, size = _look(rng, shapes)
+        for _ in range(PLACEMENT_TRIES):
+            r = max(4, round(SIZES[size] * min(height, width) * rng.uniform(0.9, 1.1)))
             centre = (int(rng.integers(r, width - r)), int(rng.integers(r, height - r)))
-            shapes.append(Shape(KINDS[look % len(KINDS)], colours[look // len(KINDS)], size,
-                                centre, r))
-        if all(v >= MIN_VISIBLE for v in _visible_fractions(shapes, height, width)):
-            return shapes
-    keep = _visible_fractions(shapes, height, width)
-    return [s for s, v in zip(shapes, keep, strict=True) if v >= MIN_VISIBLE]
+            shape = Shape(kind, colour, size, centre, r)
+            masks = [*full, shape.draw(height, width)]
+            if all(v >= MIN_VISIBLE for v in _visible_fractions(masks)):
+                shapes.append(shape)
+                full = masks
+                break
+    return shapes
 
 
-def _visible(shapes: list[Shape], height: int, width: int) -> list[np.ndarray]:
+def _visible(full: list[np.ndarray]) -> list[np.ndarray]:
     """Pixels of each shape not covered by a later one (later shapes are drawn on top)."""
-    full = [s.draw(height, width) for s in shapes]
-    covered = np.zeros((height, width), dtype=bool)
+    covered = np.zeros_like(full[0])
     visible = []
     for mask in reversed(full):
         visible.append(mask & ~covered)
@@ -104,10 +172,8 @@ def _visible(shapes: list[Shape], height: int, width: int) -> list[np.ndarray]:
     return visible[::-1]
 
 
-def _visible_fractions(shapes: list[Shape], height: int, width: int) -> list[float]:
-    full = [s.draw(height, width).sum() for s in shapes]
-    return [v.sum() / max(f, 1) for v, f in zip(_visible(shapes, height, width), full,
-                                                 strict=True)]
+def _visible_fractions(full: list[np.ndarray]) -> list[float]:
+    return [v.sum() / max(f.sum(), 1) for v, f in zip(_visible(full), full, strict=True)]
 
 
 def _polygons(mask: np.ndarray) -> list[list[float]] | None:
@@ -136,42 +202,146 @@ def _rle(mask: np.ndarray) -> dict[str, Any]:
 
 def _objects(shapes: list[Shape], height: int, width: int, first_ann: int) -> list[SceneObject]:
     objects = []
-    for k, (shape, visible) in enumerate(zip(shapes, _visible(shapes, height, width),
-                                             strict=True)):
+    visible_masks = _visible([s.draw(height, width) for s in shapes])
+    for k, (shape, visible) in enumerate(zip(shapes, visible_masks, strict=True)):
         polygons = _polygons(visible) if (first_ann + k) % 2 == 0 else None
         segmentation = polygons if polygons is not None else _rle(visible)
         objects.append(SceneObject(shape, _decode(segmentation, (height, width)), segmentation))
     return objects
 
 
-def describe(obj: SceneObject, scene: list[SceneObject], position: bool) -> list[str]:
-    """True sentences that single `obj` out in `scene`. (colour, kind) is unique per image, so
-    each is unambiguous; position words only where the dataset allows them (not RefCOCO+)."""
+def _phrases(obj: SceneObject, full: bool) -> list[NounPhrase]:
+    """Noun phrases true of `obj`, shortest first; `full`: only the one naming every attribute."""
     s = obj.shape
-    sentences = [f"the {s.size} {s.colour} {s.kind}", f"{s.colour} {s.kind}"]
-    if sum(o.shape.kind == s.kind for o in scene) == 1:
-        sentences.append(f"the {s.kind}")
-    xs = [o.centre_x for o in scene]
-    if position and obj.centre_x == min(xs):
-        sentences.append(f"the {s.size} {s.colour} {s.kind} on the left")
-    elif position and obj.centre_x == max(xs):
-        sentences.append(f"the {s.size} {s.colour} {s.kind} on the right")
-    return sentences
+    everything = NounPhrase(s.kind, s.colour, s.size)
+    if full:
+        return [everything]
+    return [NounPhrase(s.kind), NounPhrase(s.kind, s.colour), NounPhrase(s.kind, size=s.size),
+            everything]
 
 
-def _image(rng: np.random.Generator, objects: list[SceneObject], height: int,
-           width: int) -> np.ndarray:
-    grey = int(rng.integers(190, 240))
-    image = np.full((height, width, 3), grey, dtype=np.int16)
-    if rng.random() < 0.5:
-        image += rng.integers(-8, 9, size=image.shape, dtype=np.int16)
+def _name(obj: SceneObject, scene: list[SceneObject]) -> NounPhrase | None:
+    """The shortest noun phrase that no other object matches: how a relation names its anchor."""
+    return next((p for p in _phrases(obj, full=False)
+                 if sum(p.matches(o) for o in scene) == 1), None)
+
+
+def _offset(a: SceneObject, b: SceneObject, relation: str) -> float:
+    """How far a's centroid lies from b's in the relation's direction (negative: the other way)."""
+    (ax, ay), (bx, by) = a.centroid, b.centroid
+    return {"left of": bx - ax, "right of": ax - bx, "above": by - ay, "below": ay - by}[relation]
+
+
+def _ranked(obj: SceneObject, group: list[SceneObject], side: str, rank: int,
+            margin: float) -> bool:
+    """Whether exactly `rank` members of `group` lie further towards `side` (along x) than `obj`,
+    each other member at least `margin` away from it."""
+    sign = 1 if side == "left" else -1
+    gaps = [sign * (obj.centroid[0] - o.centroid[0]) for o in group if o is not obj]
+    return sum(g > 0 for g in gaps) == rank and all(abs(g) >= margin for g in gaps)
+
+
+def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> list[Expression]:
+    """Every sentence the generator can say about `obj`, true or not."""
+    margin = MARGIN * min(obj.mask.shape)
+    full = dataset == "refcocog"
+    phrases = _phrases(obj, full)
+    s = obj.shape
+    out = [Expression(f"the {p}", "attribute", lambda o, _, p=p: p.matches(o)) for p in phrases]
+    if not full:
+        bare = NounPhrase(s.kind, s.colour)
+        out.append(Expression(str(bare), "attribute", lambda o, _: bare.matches(o)))
+    if dataset == "refcoco+":
+        return out
+    everything = phrases[-1]
+    for side in ("left", "right"):
+        out.append(Expression(
+            f"the {everything} on the {side}", "position",
+            lambda o, strict, side=side: _ranked(o, scene, side, 0, margin if strict else 0)))
+    targets = phrases if full else phrases[:2]
+    for p in targets:
+        group = [o for o in scene if p.matches(o)]
+        ranks = range(min(len(group), len(ORDINALS) + 1)) if len(group) > 1 else range(0)
+        for side, rank in ((side, rank) for side in ("left", "right") for rank in ranks):
+            text = (f"the {side}most {p}" if rank == 0 else
+                    f"the {ORDINALS[rank - 1]} {p} from the {side}")
+            out.append(Expression(text, "ordinal", lambda o, strict, p=p, g=group, side=side,
+                                  rank=rank: p.matches(o) and _ranked(
+                                      o, g, side, rank, margin if strict else 0)))
+    for anchor in scene:
+        anchor_name = _name(anchor, scene)
+        if anchor is obj or anchor_name is None:
+            continue
+        for relation in RELATIONS:
+            words = f"to the {relation}" if full and relation.endswith("of") else relation
+            for p in targets:
+                out.append(Expression(
+                    f"the {p} {words} the {anchor_name}", "relation",
+                    lambda o, strict, p=p, a=anchor, r=relation: p.matches(o) and (
+                        _offset(o, a, r) >= margin if strict else _offset(o, a, r) > 0)))
+    return out
+
+
+def describe(obj: SceneObject, scene: list[SceneObject], dataset: str = "refcoco") -> \
+        list[Expression]:
+    """Sentences that single `obj` out in `scene`: those true of it with the margin and of no other
+    object without it. RefCOCO+ gets attributes only; RefCOCOg names every attribute."""
+    kept: dict[str, Expression] = {}
+    for expression in _candidates(obj, scene, dataset):
+        if expression.text not in kept and expression.singles_out(obj, scene):
+            kept[expression.text] = expression
+    return list(kept.values())
+
+
+def _choose(rng: np.random.Generator, expressions: list[Expression]) -> list[Expression]:
+    """1–3 of the sentences, of as many different kinds as there are, so that relations and
+    ordinals (numerous) do not crowd out attributes and positions (few)."""
+    kinds = list(dict.fromkeys(e.kind for e in expressions))
+    kind_order = {kinds[i]: n for n, i in enumerate(rng.permutation(len(kinds)))}
+    seen: dict[str, int] = {}
+    keyed = []
+    for i in rng.permutation(len(expressions)):
+        e = expressions[i]
+        seen[e.kind] = seen.get(e.kind, 0) + 1
+        keyed.append((seen[e.kind], kind_order[e.kind], e))
+    count = int(rng.integers(1, min(3, len(expressions)) + 1))
+    return [e for *_, e in sorted(keyed, key=lambda t: t[:2])[:count]]
+
+
+def _background(rng: np.random.Generator, height: int, width: int, texture: str) -> np.ndarray:
+    """H×W×3 float background: a light tinted grey, alone or textured with a darker tone; every
+    channel inside BACKGROUND_RANGE."""
+    light = rng.integers(175, 236) + rng.integers(-12, 13, size=3)
+    dark = light - rng.integers(25, 60)
+    yy, xx = np.mgrid[:height, :width]
+    if texture == "stripes":
+        angle, period = rng.uniform(0, np.pi), int(rng.integers(6, 17))
+        weight = ((xx * np.cos(angle) + yy * np.sin(angle)) / period % 1 < 0.5).astype(float)
+    elif texture == "checker":
+        cell = int(rng.integers(4, 13))
+        weight = ((xx // cell + yy // cell) % 2).astype(float)
+    elif texture == "gradient":
+        coarse = rng.uniform(0, 1, size=(3, 4)).astype(np.float32)
+        weight = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    else:
+        weight = np.zeros((height, width))
+    image = light + (dark - light) * weight[:, :, None]
+    if texture == "noise":
+        image = image + rng.integers(-8, 9, size=image.shape)
+    return np.clip(np.round(image), *BACKGROUND_RANGE)
+
+
+def _image(rng: np.random.Generator, objects: list[SceneObject], height: int, width: int,
+           texture: str) -> np.ndarray:
+    image = _background(rng, height, width, texture)
     for obj in objects:
         image[obj.mask] = COLOURS[obj.shape.colour]
     return image.astype(np.uint8)
 
 
 def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: int = 8,
-                          seed: int = 0, size: tuple[int, int] = (320, 240)) -> Path:
+                          seed: int = 0, size: tuple[int, int] = (320, 240),
+                          max_objects: int = MAX_OBJECTS, textures: bool = True) -> Path:
     """Write `images` images to ROOT/images and their refs and instances to ROOT/<dataset>;
     return ROOT/<dataset>. Image i goes to split i mod (number of splits)."""
     if dataset not in SPLITS:
@@ -180,6 +350,8 @@ def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: in
     if images < 1 or width < 32 or height < 32:
         raise ZsrisError(f"need at least 1 image of at least 32×32 pixels, got {images} of "
                          f"{width}×{height}")
+    if not 2 <= max_objects <= 12:
+        raise ZsrisError(f"max objects must be 2 to 12, got {max_objects}")
     root = Path(root)
     folder, image_folder = root / dataset, root / "images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,10 +363,13 @@ def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: in
     for index in range(images):
         rng = np.random.default_rng([seed, index])
         image_id, file_name = index + 1, f"synth_s{seed}_{index:05d}.png"
-        objects = _objects(_place(rng, height, width), height, width, len(doc["annotations"]))
-        cv2.imwrite(str(image_folder / file_name), _image(rng, objects, height, width)[:, :, ::-1])
+        objects = _objects(_place(rng, height, width, max_objects), height, width,
+                           len(doc["annotations"]))
+        texture = TEXTURES[int(rng.integers(len(TEXTURES)))] if textures else "plain"
+        pixels = _image(rng, objects, height, width, texture)
+        cv2.imwrite(str(image_folder / file_name), pixels[:, :, ::-1])
         doc["images"].append({"id": image_id, "file_name": file_name, "height": height,
-                              "width": width})
+                              "width": width, "texture": texture})
         for obj in objects:
             ann_id = 1000 + len(doc["annotations"])
             x0, y0, w, h = cv2.boundingRect(obj.mask.astype(np.uint8))
@@ -202,13 +377,15 @@ def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: in
             doc["annotations"].append({
                 "id": ann_id, "image_id": image_id, "category_id": category,
                 "segmentation": obj.segmentation, "bbox": [x0, y0, w, h],
-                "area": int(obj.mask.sum()), "iscrowd": 0})
-            candidates = describe(obj, objects, position=dataset != "refcoco+")
-            count = int(rng.integers(1, min(3, len(candidates)) + 1))
-            chosen = sorted(rng.choice(len(candidates), size=count, replace=False))
+                "area": int(obj.mask.sum()), "iscrowd": 0,
+                "attributes": {"colour": obj.shape.colour, "size": obj.shape.size}})
+            expressions = describe(obj, objects, dataset)
+            if not expressions:
+                continue
             first_sent = sum(len(r["sentences"]) for r in refs)
-            sentences = [{"sent_id": first_sent + n, "sent": candidates[c], "raw": candidates[c],
-                          "tokens": candidates[c].split()} for n, c in enumerate(chosen)]
+            sentences = [{"sent_id": first_sent + n, "sent": e.text, "raw": e.text,
+                          "tokens": e.text.split(), "kind": e.kind}
+                         for n, e in enumerate(_choose(rng, expressions))]
             refs.append({"ref_id": len(refs), "ann_id": ann_id, "image_id": image_id,
                          "split": splits[index % len(splits)], "category_id": category,
                          "sent_ids": [s["sent_id"] for s in sentences], "sentences": sentences})
@@ -228,8 +405,8 @@ def _size(text: str) -> tuple[int, int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zsris-rt synth",
-        description="Write a small synthetic dataset in the refer layout (shapes and colours), "
-                    "to try `zsris-rt eval` without RefCOCO.")
+        description="Write a small synthetic dataset in the refer layout (shapes, colours and "
+                    "the relations between them), to try `zsris-rt eval` without RefCOCO.")
     parser.add_argument("--out", type=Path, required=True, help="data root to write")
     parser.add_argument("--dataset", default="refcoco", choices=tuple(SPLITS),
                         help="layout to mimic (default refcoco)")
@@ -237,13 +414,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--size", type=_size, default=(320, 240),
                         help="image size WxH (default 320x240)")
+    parser.add_argument("--max-objects", type=int, default=MAX_OBJECTS,
+                        help=f"most shapes per image, 2 to 12 (default {MAX_OBJECTS})")
+    parser.add_argument("--textures", action=argparse.BooleanOptionalAction, default=True,
+                        help="textured backgrounds (default); --no-textures: plain grey only")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        folder = write_synthetic_refer(args.out, args.dataset, args.images, args.seed, args.size)
+        folder = write_synthetic_refer(args.out, args.dataset, args.images, args.seed, args.size,
+                                       args.max_objects, args.textures)
     except ZsrisError as exc:
         print(f"zsris-rt synth: error: {exc}", file=sys.stderr)
         return 2
