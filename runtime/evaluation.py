@@ -59,6 +59,7 @@ class Row:
     num_masks: int
     score: float | None
     skipped: bool
+    kind: str  # the sentence's expression type when the data tags it, else ""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -73,12 +74,12 @@ class Row:
         if len(values) != len(FIELDS):
             raise ValueError(f"{len(values)} fields, expected {len(FIELDS)}")
         ref_id, sent_id, image_id, ann_id, sentence, iou, inter, union, index, k, score, \
-            skipped = values
+            skipped, kind = values
         if skipped not in ("0", "1"):
             raise ValueError(f"skipped must be 0 or 1, got {skipped!r}")
         return cls(int(ref_id), int(sent_id), int(image_id), int(ann_id), sentence, float(iou),
                    int(inter), int(union), int(index) if index else None, int(k),
-                   float(score) if score else None, skipped == "1")
+                   float(score) if score else None, skipped == "1", kind)
 
 
 FIELDS = tuple(f.name for f in fields(Row))
@@ -175,7 +176,7 @@ class _Evaluator:
             truth = truths[s.ann_id]
             ids = (s.ref_id, s.sent_id, s.image_id, s.ann_id, " ".join(s.sentence.split()))
             if scene is None:
-                rows.append(Row(*ids, 0.0, 0, int(truth.sum()), None, 0, None, True))
+                rows.append(Row(*ids, 0.0, 0, int(truth.sum()), None, 0, None, True, s.kind))
                 continue
             start = time.perf_counter()
             try:
@@ -186,7 +187,7 @@ class _Evaluator:
             union = int(np.count_nonzero(result.mask | truth))
             self.sentence_ms.append((time.perf_counter() - start) * 1e3)
             rows.append(Row(*ids, inter / union if union else 0.0, inter, union, result.index,
-                            scene.num_masks, result.score, False))
+                            scene.num_masks, result.score, False, s.kind))
         return rows
 
 
@@ -295,6 +296,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "proposer_options": overrides, "alpha": seg.alpha, "beta": seg.beta,
         "maskops": implementation(), **seg.backend.describe(), "limit": args.limit,
         "official": metrics(kept), "strict": metrics(rows),
+        "by_kind": {kind: {"official": metrics([r for r in kept if r.kind == kind]),
+                           "strict": metrics([r for r in rows if r.kind == kind])}
+                    for kind in sorted({r.kind for r in rows} - {""})},
         "counts": {"samples": len(rows), "evaluated": len(kept), "skipped": len(rows) - len(kept),
                    "images": len({r.image_id for r in rows}),
                    "skipped_images": len({r.image_id for r in rows if r.skipped}),
@@ -331,6 +335,8 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f"{counts['skipped']} skipped (no mask on {counts['skipped_images']} images)",
         f"official: {_figures(summary['official'])}",
         f"strict:   {_figures(summary['strict'])}",
+        *(f"  {kind} (strict): {_figures(figures['strict'])}"
+          for kind, figures in summary["by_kind"].items()),
         f"timing: {timed} (backend {summary['backend']}, mask ops {summary['maskops']})",
         f"wrote {summary['samples_csv']} and its summary.json",
     ]

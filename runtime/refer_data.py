@@ -32,6 +32,7 @@ class Sample:
     image_id: int
     ann_id: int
     sentence: str
+    kind: str = ""  # an expression type when the data tags it (zsris-rt synth does), else ""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -159,7 +160,9 @@ class ReferDataset:
                 if not isinstance(sentence, dict) or not isinstance(sentence.get("sent"), str):
                     raise ZsrisError(f"{what}: each sentence needs 'sent_id' and 'sent'")
                 (sent_id,) = _ints(sentence, ("sent_id",), what)
-                samples.append(Sample(ref_id, sent_id, image_id, ann_id, sentence["sent"]))
+                kind = sentence.get("kind")
+                samples.append(Sample(ref_id, sent_id, image_id, ann_id, sentence["sent"],
+                                      kind if isinstance(kind, str) else ""))
         return samples
 
     def mask(self, ann_id: int) -> np.ndarray:

@@ -162,6 +162,13 @@ def test_oracle_proposals_known_answers(monkeypatch, capsys, tmp_path, root, pac
             100 * np.mean(np.array(ious) >= threshold), rel=1e-12)
     assert summary["strict"] == summary["official"] and summary["counts"]["skipped"] == 0
     assert 0 < min(ious) and max(ious) < 1, "every pick is wrong, yet overlaps the target"
+    kinds = {(ref["ref_id"], sent["sent_id"]): sent["kind"] for ref, sent in samples}
+    assert {key(r): r["kind"] for r in rows} == kinds
+    assert set(summary["by_kind"]) == set(kinds.values()) and len(summary["by_kind"]) > 1
+    for kind, figures in summary["by_kind"].items():
+        own = [i / u for k, (i, u) in expected.items() if kinds[k] == kind]
+        assert figures["strict"]["samples"] == len(own)
+        assert figures["strict"]["mIoU"] == pytest.approx(100 * np.mean(own), rel=1e-12)
 
 
 def test_official_skips_strict_counts_zero(monkeypatch, capsys, tmp_path, root, truth,
