@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from zsris_rt.bench.flops import count_pack_flops, graph_flops
-from zsris_rt.bench.reference_side import StageClock
 from zsris_rt.bench.report import write_plot
 from zsris_rt.bench.stats import percentile
 from zsris_rt.cli import main
+from zsris_rt.export.bench_workers import StageClock
 
 RUNTIME_STAGES = {"decode", "preprocess", "trunk", "mask_grid", "masked_head", "crops",
                   "crop_encoder", "text", "score"}

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BenchError
 from .log import say
 from .stats import Json
 
@@ -76,31 +75,3 @@ def ensure_pack(target: RandomPack, force: bool, spawn: Callable[[str, Json, str
                                                  else "") + f" (seed {target.seed}) → pack "
         f"{target.pack}")
     return spawn("export", target.spec(), "export")
-
-
-def export_random_pack(spec: Json) -> Json:
-    """Worker (torch): write the random checkpoints unless present, then export the pack."""
-    import time
-
-    from zsris_rt.export.cli import main as export_main
-    from zsris_rt.export.random_checkpoint import write_random_clip, write_random_sam
-
-    target = RandomPack(Path(spec["root"]), spec["clip_geometry"], spec["proposer"], spec["seed"])
-    timings: Json = {}
-    start = time.perf_counter()
-    if not (target.clip_checkpoint / "config.json").is_file():
-        write_random_clip(target.clip_checkpoint, target.clip_geometry, target.seed)
-    if export_main(["clip", str(target.clip_checkpoint), "--out", str(target.pack),
-                    "--force"]) != 0:
-        raise BenchError("zsris-export clip failed")
-    timings["clip_s"] = time.perf_counter() - start
-    if target.proposer:
-        start = time.perf_counter()
-        if not (target.proposer_checkpoint / "config.json").is_file():
-            write_random_sam(target.proposer_checkpoint, *split_proposer(target.proposer),
-                             target.seed)
-        if export_main(["sam", str(target.proposer_checkpoint), "--pack", str(target.pack),
-                        "--force"]) != 0:
-            raise BenchError("zsris-export sam failed")
-        timings["proposer_s"] = time.perf_counter() - start
-    return timings

@@ -23,23 +23,25 @@ from .stats import Json
 
 Worker = Callable[[Json], Json]
 
-# The package's workers, imported only in the subprocess that runs them.
+# The package's workers, imported only in the subprocess that runs them; those needing torch are
+# on the export side.
+TORCH_WORKERS = "zsris_rt.export.bench_workers"
 WORKERS: dict[str, str] = {
-    "export": "packs:export_random_pack",
-    "workload": "scene:write_workload",
-    "matmul": "flops:matmul_rate",
-    "flops": "flops:count_pack_flops",
-    "runtime_clip": "runtime_side:clip_runs",
-    "runtime_proposer": "runtime_side:proposer_runs",
-    "reference_clip": "reference_side:clip_runs",
-    "reference_proposer": "reference_side:proposer_runs",
+    "export": f"{TORCH_WORKERS}:export_random_pack",
+    "workload": ".scene:write_workload",
+    "matmul": ".flops:matmul_rate",
+    "flops": ".flops:count_pack_flops",
+    "runtime_clip": ".runtime_side:clip_runs",
+    "runtime_proposer": ".runtime_side:proposer_runs",
+    "reference_clip": f"{TORCH_WORKERS}:clip_runs",
+    "reference_proposer": f"{TORCH_WORKERS}:proposer_runs",
 }
 PACKAGE_COMMAND = (sys.executable, "-m", "zsris_rt.bench.workers")
 
 
 def resolve(target: str) -> Worker:
     module, function = target.split(":")
-    return getattr(importlib.import_module(f".{module}", __package__), function)
+    return getattr(importlib.import_module(module, __package__), function)
 
 
 def argument_parser(prog: str, description: str | None) -> argparse.ArgumentParser:

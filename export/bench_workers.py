@@ -1,8 +1,9 @@
-"""Workers timing the PyTorch-eager reference (export/reference.py, export/reference_amg.py) on
-the same workload as the runtime: decode the JPEG, parse and tokenise, run, choose. Its stages
-are timed by wrapping the reference's own methods, so the reference runs unchanged.
+"""The benchmark's workers that need torch (so they live on the export side, never in the runtime):
+exporting a random-weight pack, and timing the PyTorch-eager reference (export/reference.py,
+export/reference_amg.py) on the same workload as the runtime: decode the JPEG, parse and tokenise,
+run, choose. The reference's stages are timed by wrapping its own methods, so it runs unchanged.
 
-Needs the `export` extra (torch, transformers); imported only inside these workers.
+Each runs in a subprocess of its own, started by zsris_rt.bench.workers.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .machine import heavy_modules_loaded, peak_rss
-from .stats import Json
-from .timing import latency, timed_runs
+from ..bench.errors import BenchError
+from ..bench.machine import heavy_modules_loaded, peak_rss
+from ..bench.packs import RandomPack, split_proposer
+from ..bench.stats import Json
+from ..bench.timing import latency, timed_runs
 
 
 class StageClock:
@@ -201,3 +204,29 @@ def proposer_runs(spec: Json) -> Json:
     out["propose"] = {**latency(times, extra, timings[spec["warmup"]:]),
                       "masks_kept": kept[spec["warmup"]:]}
     return {**out, **_process()}
+
+
+def export_random_pack(spec: Json) -> Json:
+    """Worker (torch): write the random checkpoints unless present, then export the pack."""
+    from .cli import main as export_main
+    from .random_checkpoint import write_random_clip, write_random_sam
+
+    target = RandomPack(Path(spec["root"]), spec["clip_geometry"], spec["proposer"], spec["seed"])
+    timings: Json = {}
+    start = time.perf_counter()
+    if not (target.clip_checkpoint / "config.json").is_file():
+        write_random_clip(target.clip_checkpoint, target.clip_geometry, target.seed)
+    if export_main(["clip", str(target.clip_checkpoint), "--out", str(target.pack),
+                    "--force"]) != 0:
+        raise BenchError("zsris-export clip failed")
+    timings["clip_s"] = time.perf_counter() - start
+    if target.proposer:
+        start = time.perf_counter()
+        if not (target.proposer_checkpoint / "config.json").is_file():
+            write_random_sam(target.proposer_checkpoint, *split_proposer(target.proposer),
+                             target.seed)
+        if export_main(["sam", str(target.proposer_checkpoint), "--pack", str(target.pack),
+                        "--force"]) != 0:
+            raise BenchError("zsris-export sam failed")
+        timings["proposer_s"] = time.perf_counter() - start
+    return timings
