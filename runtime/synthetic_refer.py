@@ -339,6 +339,23 @@ def _image(rng: np.random.Generator, objects: list[SceneObject], height: int, wi
     return image.astype(np.uint8)
 
 
+@dataclass
+class Scene:
+    pixels: np.ndarray  # H×W×3 uint8 RGB
+    objects: list[SceneObject]  # in drawing order; later ones cover earlier ones
+    texture: str
+
+
+def draw_scene(rng: np.random.Generator, height: int = 240, width: int = 320,
+               max_objects: int = MAX_OBJECTS, textures: bool = True, first_ann: int = 0) -> Scene:
+    """One image and its objects, in memory: what `synth` writes per image, and what the demo
+    pack's training scripts draw from (with seeds of their own, so eval scenes stay held out).
+    `first_ann` only decides which annotations are written as polygons."""
+    objects = _objects(_place(rng, height, width, max_objects), height, width, first_ann)
+    texture = TEXTURES[int(rng.integers(len(TEXTURES)))] if textures else "plain"
+    return Scene(_image(rng, objects, height, width, texture), objects, texture)
+
+
 def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: int = 8,
                           seed: int = 0, size: tuple[int, int] = (320, 240),
                           max_objects: int = MAX_OBJECTS, textures: bool = True) -> Path:
@@ -363,13 +380,11 @@ def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: in
     for index in range(images):
         rng = np.random.default_rng([seed, index])
         image_id, file_name = index + 1, f"synth_s{seed}_{index:05d}.png"
-        objects = _objects(_place(rng, height, width, max_objects), height, width,
-                           len(doc["annotations"]))
-        texture = TEXTURES[int(rng.integers(len(TEXTURES)))] if textures else "plain"
-        pixels = _image(rng, objects, height, width, texture)
-        cv2.imwrite(str(image_folder / file_name), pixels[:, :, ::-1])
+        scene = draw_scene(rng, height, width, max_objects, textures, len(doc["annotations"]))
+        objects = scene.objects
+        cv2.imwrite(str(image_folder / file_name), scene.pixels[:, :, ::-1])
         doc["images"].append({"id": image_id, "file_name": file_name, "height": height,
-                              "width": width, "texture": texture})
+                              "width": width, "texture": scene.texture})
         for obj in objects:
             ann_id = 1000 + len(doc["annotations"])
             x0, y0, w, h = cv2.boundingRect(obj.mask.astype(np.uint8))
