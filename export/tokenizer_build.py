@@ -60,7 +60,12 @@ def clip_vocab_and_merges(merges_path: Path | None = None) -> tuple[dict[str, in
 
 
 def build_clip_tokenizer(merges_path: Path | None = None) -> Tokenizer:
-    vocab, merges = clip_vocab_and_merges(merges_path)
+    return clip_tokenizer(*clip_vocab_and_merges(merges_path))
+
+
+def clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
+    """CLIP's BPE pipeline (normaliser, pre-tokeniser, template) over a vocabulary and merges:
+    OpenAI's whole list, or a subset that keeps its order (see compact_vocab.py)."""
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=END,
                                end_of_word_suffix="</w>", continuing_subword_prefix=""))
     tok.normalizer = normalizers.Sequence([

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", help="RGB image file (JPEG, PNG, ...)")
     parser.add_argument("texts", nargs="+", metavar="TEXT", help="referring expression(s)")
-    parser.add_argument("--pack", required=True, help="model pack folder (see zsris-export)")
+    parser.add_argument("--pack", help="model pack folder (see zsris-export); default: "
+                        "$ZSRIS_PACK, else the demo pack engines/demo")
     parser.add_argument("--masks", help="candidate masks: .npz/.npy with a K×H×W bool array, or "
                                         "COCO-style JSON (RLE or polygons)")
     parser.add_argument("--out", type=Path, help="write the chosen mask as a PNG (0/255)")
@@ -113,8 +114,11 @@ def proposer_overrides(args: argparse.Namespace, masks_given: bool, given_as: st
 
 
 def load_segmenter(args: argparse.Namespace):  # -> Segmenter (imported lazily: fast --help)
+    from .pack import default_pack
     from .segmenter import Segmenter
 
+    if args.pack is None:  # resolved here, so that reports name the pack that ran
+        args.pack = default_pack()
     return Segmenter.from_pack(args.pack, backend=args.backend, alpha=args.alpha, beta=args.beta,
                                spacy_model=args.spacy_model, threads=args.threads,
                                verify=not args.no_verify)

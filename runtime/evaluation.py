@@ -349,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "count as IoU 0) on data in the refer layout, one scene per image. Writes "
                     "OUT/samples.csv (one row per sentence) and OUT/summary.json. Exit status 0 "
                     "on success, 2 on bad input, 130 when interrupted (then --resume).")
-    parser.add_argument("--pack", required=True, help="model pack folder")
+    parser.add_argument("--pack", help="model pack folder (default: $ZSRIS_PACK, else the demo "
+                        "pack engines/demo)")
     parser.add_argument("--data", type=Path, required=True, metavar="ROOT",
                         help="refer root, holding <dataset>/refs(...).p and instances.json")
     parser.add_argument("--dataset", required=True, choices=tuple(REFS_FILES))

@@ -198,6 +198,21 @@ def load_pack(root: str | os.PathLike[str], verify: bool = True) -> Pack:
     return Pack(root=root, manifest=manifest)
 
 
+DEMO_PACK = Path(__file__).resolve().parent.parent / "engines" / "demo"
+
+
+def default_pack() -> Path:
+    """The pack a command without --pack uses: $ZSRIS_PACK, else the demo pack of this checkout
+    (an editable install), else ./engines/demo."""
+    if os.environ.get("ZSRIS_PACK"):
+        return Path(os.environ["ZSRIS_PACK"])
+    for candidate in (DEMO_PACK, Path.cwd() / "engines" / "demo"):
+        if (candidate / MANIFEST).is_file():
+            return candidate
+    raise PackError(f"no --pack given and no demo pack at {DEMO_PACK} or ./engines/demo: pass "
+                    "--pack PACK or set ZSRIS_PACK")
+
+
 def write_manifest(root: Path, manifest: Manifest) -> None:
     """Hash every file the manifest lists and write the manifest last, atomically."""
     for name in list(manifest.files):

@@ -21,7 +21,7 @@ from .errors import MaskError, NoMaskError, ZsrisError
 from .image import as_rgb, normalise
 from .maskops import mask_grid, masked_crops, tight_boxes
 from .masks import validate_masks
-from .pack import CLIP_GRAPHS, ClipSettings, Pack, load_pack
+from .pack import CLIP_GRAPHS, ClipSettings, Pack, default_pack, load_pack
 from .proposer import ImageEmbedding, Proposer
 from .resize import resize_bilinear
 from .results import Proposals, Result, Scene
@@ -80,12 +80,13 @@ class Segmenter:
         self.parser.clear_cache()
 
     @classmethod
-    def from_pack(cls, path: str | os.PathLike[str], backend: str = "cpu",
+    def from_pack(cls, path: str | os.PathLike[str] | None = None, backend: str = "cpu",
                   alpha: float | None = None, beta: float | None = None,
                   spacy_model: str | None = None, threads: int | None = None,
                   verify: bool = True) -> Segmenter:
-        """Load and verify a pack, and bind it to a backend ("cpu" or "auto")."""
-        pack = load_pack(Path(path), verify=verify)
+        """Load and verify a pack (default: the demo pack, see `default_pack`), and bind it to a
+        backend ("cpu" or "auto")."""
+        pack = load_pack(default_pack() if path is None else Path(path), verify=verify)
         return cls(pack, create_backend(pack, backend, threads=threads), alpha, beta, spacy_model)
 
     @property

@@ -210,7 +210,7 @@ def _objects(shapes: list[Shape], height: int, width: int, first_ann: int) -> li
     return objects
 
 
-def _phrases(obj: SceneObject, full: bool) -> list[NounPhrase]:
+def phrases_of(obj: SceneObject, full: bool) -> list[NounPhrase]:
     """Noun phrases true of `obj`, shortest first; `full`: only the one naming every attribute."""
     s = obj.shape
     everything = NounPhrase(s.kind, s.colour, s.size)
@@ -220,13 +220,13 @@ def _phrases(obj: SceneObject, full: bool) -> list[NounPhrase]:
             everything]
 
 
-def _name(obj: SceneObject, scene: list[SceneObject]) -> NounPhrase | None:
+def shortest_name(obj: SceneObject, scene: list[SceneObject]) -> NounPhrase | None:
     """The shortest noun phrase that no other object matches: how a relation names its anchor."""
-    return next((p for p in _phrases(obj, full=False)
+    return next((p for p in phrases_of(obj, full=False)
                  if sum(p.matches(o) for o in scene) == 1), None)
 
 
-def _offset(a: SceneObject, b: SceneObject, relation: str) -> float:
+def offset(a: SceneObject, b: SceneObject, relation: str) -> float:
     """How far a's centroid lies from b's in the relation's direction (negative: the other way)."""
     (ax, ay), (bx, by) = a.centroid, b.centroid
     return {"left of": bx - ax, "right of": ax - bx, "above": by - ay, "below": ay - by}[relation]
@@ -245,7 +245,7 @@ def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> lis
     """Every sentence the generator can say about `obj`, true or not."""
     margin = MARGIN * min(obj.mask.shape)
     full = dataset == "refcocog"
-    phrases = _phrases(obj, full)
+    phrases = phrases_of(obj, full)
     s = obj.shape
     out = [Expression(f"the {p}", "attribute", lambda o, _, p=p: p.matches(o)) for p in phrases]
     if not full:
@@ -269,7 +269,7 @@ def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> lis
                                   rank=rank: p.matches(o) and _ranked(
                                       o, g, side, rank, margin if strict else 0)))
     for anchor in scene:
-        anchor_name = _name(anchor, scene)
+        anchor_name = shortest_name(anchor, scene)
         if anchor is obj or anchor_name is None:
             continue
         for relation in RELATIONS:
@@ -278,7 +278,7 @@ def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> lis
                 out.append(Expression(
                     f"the {p} {words} the {anchor_name}", "relation",
                     lambda o, strict, p=p, a=anchor, r=relation: p.matches(o) and (
-                        _offset(o, a, r) >= margin if strict else _offset(o, a, r) > 0)))
+                        offset(o, a, r) >= margin if strict else offset(o, a, r) > 0)))
     return out
 
 

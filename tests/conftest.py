@@ -12,6 +12,21 @@ import pytest
 
 
 @pytest.fixture(scope="session")
+def simple_tokenizer():
+    """OpenAI's SimpleTokenizer, loaded by file path (importing `clip` pulls in torchvision)."""
+    import importlib.metadata
+    import importlib.util
+
+    files = importlib.metadata.files("openai-clip") or []
+    path = next(Path(str(f.locate())) for f in files if f.name == "simple_tokenizer.py")
+    spec = importlib.util.spec_from_file_location("openai_clip_simple_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
+
+
+@pytest.fixture(scope="session")
 def clip_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from zsris_rt.export.random_checkpoint import write_random_clip
 

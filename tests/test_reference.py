@@ -9,10 +9,6 @@ conversion shows up as a difference. The tokenizer is checked against OpenAI's o
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -294,18 +290,6 @@ def test_run_fuses_and_scores_like_the_spec(models, ref):
 
 
 # --------------------------------------------------------------------------- tokenizer
-
-
-@pytest.fixture(scope="module")
-def simple_tokenizer():
-    """OpenAI's SimpleTokenizer, loaded by file path (importing `clip` pulls in torchvision)."""
-    files = importlib.metadata.files("openai-clip") or []
-    path = next(Path(str(f.locate())) for f in files if f.name == "simple_tokenizer.py")
-    spec = importlib.util.spec_from_file_location("openai_clip_simple_tokenizer", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    return module.SimpleTokenizer()
 
 
 @pytest.fixture(scope="module")
