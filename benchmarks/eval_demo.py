@@ -4,9 +4,9 @@
 
 Writes a `zsris-rt synth` set (its seed differs from every training seed: the training scripts
 draw scenes from three-number seeds, `synth` from two), then runs `zsris-rt eval` on its val split
-six times: the proposer's masks and the oracle's (`--proposals gt`), each at α = pack default
-(global + local), α = 1 (global only) and α = 0 (local only). Prints a markdown table and writes
-benchmarks/results/demo-eval.json.
+eight times: the proposer's masks and the oracle's (`--proposals gt`), each at the pack's α and
+the paper's 0.95 (global + local), α = 1 (global only) and α = 0 (local only). Prints a markdown
+table and writes benchmarks/results/demo-eval.json.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def main() -> int:
         data = Path(tmp) / "synth"
         write_synthetic_refer(data, "refcoco", images=args.images, seed=args.seed)
         for proposals in ("model", "gt"):
-            for name, alpha in (("global + local", None), ("global only", 1.0),
+            for name, alpha in (("global + local, pack's α", None),
+                                ("global + local, paper's α", 0.95), ("global only", 1.0),
                                 ("local only", 0.0)):
                 summary = evaluate(pack, data, Path(tmp) / f"{proposals}-{alpha}", proposals,
                                    alpha)
