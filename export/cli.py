@@ -32,6 +32,7 @@ from zsris_rt.pack import (
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
+from .demo_proposer import PROPOSER_STEPS
 from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip
 
 if TYPE_CHECKING:
@@ -282,14 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train the demo pack's tiny CLIP and SAM here and export them",
         description="Train a tiny CLIP (contrastive, on captions of synthetic objects) and a tiny "
                     "SAM (on point prompts) on synthetic scenes, on the CPU, and export both with "
-                    "the exporters above into a pack: how engines/demo was made. About 20 minutes "
+                    "the exporters above into a pack: how engines/demo was made. About 25 minutes "
                     "at the default steps on one thread; same seed and threads, same weights.")
     demo.add_argument("--out", required=True, help="pack folder to write (e.g. engines/demo)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--clip-steps", type=int, default=2400, help="CLIP training steps (8 "
-                      "scenes each; default 2400)")
-    demo.add_argument("--proposer-steps", type=int, help="proposer training steps (default: "
-                      "demo_proposer.py's recipe)")
+    demo.add_argument("--clip-steps", type=int, default=4000, help="CLIP training steps (8 "
+                      "scenes each; default 4000)")
+    demo.add_argument("--proposer-steps", type=int, default=PROPOSER_STEPS,
+                      help=f"proposer training steps (4 scenes × 16 prompts each; default "
+                           f"{PROPOSER_STEPS})")
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the "
                       "weights depend on it)")
     demo.add_argument("--work", help="keep the trained checkpoints in this folder")

@@ -197,7 +197,7 @@ def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor,
     return 0.5 * (views.mean() + texts.mean())
 
 
-def train_clip(out: Path, steps: int = 2400, seed: int = 0, scenes_per_step: int = 8,
+def train_clip(out: Path, steps: int = 4000, seed: int = 0, scenes_per_step: int = 8,
                lr: float = 1e-3, progress: Callable[[str], None] | None = None) -> dict:
     """Train, then write `out/clip.pt` (OpenAI-layout state dict) and `out/tokenizer.json` for
     `zsris-export clip out/clip.pt --tokenizer out/tokenizer.json`; returns the run's facts.

@@ -20,11 +20,14 @@ from .errors import NoMaskError, ZsrisError
 
 EPILOG = """\
 examples:
+  zsris-rt examples/scene-1.png "the small red star" --overlay out.png    (the demo pack)
   zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --overlay out.png
   zsris-rt kitchen.jpg "the red mug" "the laptop" --pack engines/b32 --json
   zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --masks masks.npz --out mug.png
 
-Without --masks the pack's proposer cuts the image into candidate masks (segment-anything's
+Without --pack, the demo pack runs ($ZSRIS_PACK, else engines/demo): tiny models trained on
+synthetic shapes, for trying the tool; export a real pack for photos. Without --masks the pack's
+proposer cuts the image into candidate masks (segment-anything's
 automatic mask generator and its defaults; the options below override them). With several
 expressions, --out and --overlay get the expression's number before the suffix (mask-1.png,
 mask-2.png, ...). Exit status: 0 on success, 2 on bad input (one-line message), 3 when the

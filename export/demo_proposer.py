@@ -1,0 +1,180 @@
+"""Train the demo pack's proposer: a tiny SAM trained here, on synthetic scenes, with point prompts.
+
+No real SAM checkpoint can be downloaded where the demo pack is built, and a random SAM proposes
+noise, so the pack's proposer is trained from scratch on `synthetic_refer` scenes with SAM's recipe
+(simplified): one positive point per prompt, three masks per prompt with the loss on the best one,
+and an IoU head taught the true IoU of all three so that the automatic mask generator's filters
+work. Inputs go through the runtime's own `prepare_input`, so training sees the runtime's pixels.
+The result is a Hugging Face `SamModel` folder for the ordinary exporter (`zsris-export sam`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zsris_rt.input_frame import InputFrame, prepare_input
+from zsris_rt.pack import ProposerSettings
+from zsris_rt.synthetic_refer import draw_scene
+
+from .onnx_sam import proposer_settings
+
+# SamConfig overrides: 256-px input, 16×16 embedding, 64×64 low-res masks; 0.4 M parameters.
+DEMO_GEOMETRY: dict[str, dict] = dict(
+    vision_config=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=256,
+                       patch_size=16, output_channels=64, window_size=4, global_attn_indexes=[1, 3],
+                       num_pos_feats=32, mlp_dim=128),
+    prompt_encoder_config=dict(hidden_size=64, image_size=256, patch_size=16),
+    mask_decoder_config=dict(hidden_size=64, mlp_dim=128, num_attention_heads=4,
+                             iou_head_hidden_dim=64),
+)
+PROPOSER_STEPS = 1700  # 7.5–9 minutes on one thread (as loaded by other work)
+PROMPTS_PER_SCENE = 16
+BACKGROUND_PROMPTS = 0.2  # share of prompts on the background, whose target is the background
+LOSS_SCALE = 1  # the loss compares logits upsampled ×LOSS_SCALE from the low-res grid
+POSITIONAL_SCALE = 1.0  # std of the prompt/image positional encoding's random frequencies
+WARMUP = 0.05  # of the steps, linear warm-up before the cosine decay
+
+
+def _initialise(model: nn.Module) -> None:
+    """Trainable starting weights: transformers draws the vision encoder at std 1e-10 (meant to be
+    overwritten by a checkpoint) and the random Fourier frequencies at std hidden/2, far too high
+    for a 16×16 grid; linear and conv layers get PyTorch's fan-in init instead."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, nn.Embedding)):
+                module.reset_parameters()
+        gaussian = model.shared_image_embedding.positional_embedding
+        gaussian.copy_(torch.randn_like(gaussian) * POSITIONAL_SCALE)
+
+
+def _input_mask(mask: np.ndarray, frame: InputFrame, cells: int) -> np.ndarray:
+    """A visible-object mask H×W → its area fraction in each cell of the loss grid (`cells`² over
+    the input frame), over the image's part of that frame (the part the runtime crops)."""
+    factor = cells / frame.input_size
+    height, width = (math.ceil(side * factor) for side in frame.resized)
+    return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _batch(rng: np.random.Generator, scenes: int, settings: ProposerSettings, cells: int
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images B×3×S×S, points B×P×1×2 (input frame) and soft targets B×P×h×w for one step."""
+    images, points, targets = [], [], []
+    for _ in range(scenes):
+        scene = draw_scene(rng)
+        image, frame = prepare_input(scene.pixels, settings)
+        masks = [obj.mask for obj in scene.objects]
+        background = ~np.any(masks, axis=0)
+        chosen = []
+        for _ in range(PROMPTS_PER_SCENE):
+            on_background = rng.random() < BACKGROUND_PROMPTS
+            mask = background if on_background else masks[int(rng.integers(len(masks)))]
+            ys, xs = np.nonzero(mask)
+            pick = int(rng.integers(len(xs)))
+            jitter = rng.uniform(-0.5, 0.5, size=2)
+            chosen.append(mask)
+            points.append(frame.to_input(np.array([[xs[pick] + jitter[0],
+                                                    ys[pick] + jitter[1]]])))
+        images.append(image)
+        targets.append(np.stack([_input_mask(mask, frame, cells) for mask in chosen]))
+    return (torch.from_numpy(np.concatenate(images)),
+            torch.from_numpy(np.stack(points)).reshape(scenes, PROMPTS_PER_SCENE, 1, 2),
+            torch.from_numpy(np.stack(targets)))
+
+
+def _losses(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, scale: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask loss: BCE + dice of the best of the 3 masks, IoU loss: MSE of all 3 predicted IoUs
+    against the true IoU of each mask) for logits B×P×3×l×l and targets B×P×h×w."""
+    scenes, prompts, outputs, low, _ = logits.shape
+    height, width = targets.shape[-2:]
+    up = F.interpolate(logits.reshape(-1, outputs, low, low), scale_factor=scale, mode="bilinear",
+                       align_corners=False)[..., :height, :width]
+    up = up.reshape(scenes, prompts, outputs, height, width)
+    target = targets[:, :, None].expand_as(up)
+    bce = F.binary_cross_entropy_with_logits(up, target, reduction="none").mean((-2, -1))
+    prob = up.sigmoid()
+    dice = 1 - (2 * (prob * target).sum((-2, -1)) + 1) / (prob.sum((-2, -1)) +
+                                                          target.sum((-2, -1)) + 1)
+    mask_loss = (bce + dice).min(dim=2).values.mean()
+    with torch.no_grad():
+        predicted, truth = up > 0, target > 0.5
+        inter = (predicted & truth).sum((-2, -1)).float()
+        union = (predicted | truth).sum((-2, -1)).float()
+        iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    return mask_loss, F.mse_loss(iou_pred, iou)
+
+
+def train_proposer(out: Path, steps: int = PROPOSER_STEPS, seed: int = 0, batch: int = 4,
+                   lr: float = 3e-3, geometry: dict[str, dict] | None = None, threads: int = 1,
+                   progress: Callable[[str], None] | None = None) -> dict[str, object]:
+    """Train a `SamModel` of `geometry` (default `DEMO_GEOMETRY`) for `steps` steps of `batch`
+    scenes × `PROMPTS_PER_SCENE` prompts, save it into `out` with `save_pretrained`, and return
+    the run's facts for provenance. Deterministic on the CPU: the same arguments (`threads`
+    included) give the same bytes."""
+    from transformers import SamConfig, SamModel
+
+    previous = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        torch.manual_seed(seed)
+        model = SamModel(SamConfig(**(DEMO_GEOMETRY if geometry is None else geometry)))
+        _initialise(model)
+        model.train()
+        settings = proposer_settings(model)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+        warmup = max(1, int(WARMUP * steps))
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
+        start = last_report = time.perf_counter()
+        history: list[tuple[float, float]] = []
+        for step in range(steps):
+            images, points, targets = _batch(np.random.default_rng([seed, 7, step]), batch,
+                                             settings, settings.low_res_size * LOSS_SCALE)
+            embeddings = model.get_image_embeddings(images)
+            labels = torch.ones(points.shape[:3], dtype=torch.int64)
+            output = model(image_embeddings=embeddings, input_points=points, input_labels=labels,
+                           multimask_output=True)
+            mask_loss, iou_loss = _losses(output.pred_masks, output.iou_scores, targets,
+                                          LOSS_SCALE)
+            optimiser.zero_grad()
+            (mask_loss + iou_loss).backward()
+            optimiser.step()
+            scheduler.step()
+            history.append((mask_loss.item(), iou_loss.item()))
+            now = time.perf_counter()
+            if progress is not None and (now - last_report >= 20 or step == steps - 1):
+                last_report = now
+                rate = (step + 1) / (now - start)
+                recent = np.mean(history[-20:], axis=0)
+                eta = (steps - step - 1) / rate
+                progress(f"step {step + 1}/{steps}: mask loss {recent[0]:.4f}, IoU loss "
+                         f"{recent[1]:.4f}, {rate:.2f} steps/s, ETA {eta:.0f} s")
+        seconds = time.perf_counter() - start
+        model.eval()
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(out))
+    finally:
+        torch.set_num_threads(previous)
+        torch.use_deterministic_algorithms(deterministic)
+    final = np.mean(history[-50:], axis=0)
+    return {"steps": steps, "seed": seed, "batch": batch, "threads": threads,
+            "prompts_per_scene": PROMPTS_PER_SCENE, "lr": lr, "seconds": round(seconds, 1),
+            "mask_loss_first": round(history[0][0], 4), "mask_loss": round(float(final[0]), 4),
+            "iou_loss": round(float(final[1]), 4),
+            "parameters": sum(p.numel() for p in model.parameters())}

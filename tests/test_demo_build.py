@@ -1,0 +1,54 @@
+"""`zsris-export demo` end to end, at a few training steps: both models trained, exported by the
+real exporters into a pack that loads and runs, the training recorded, checkpoints reused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from zsris_rt.export.cli import main as export_main
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_demo_command_builds_a_pack_that_runs(tmp_path: Path, capsys):
+    import numpy as np
+
+    from zsris_rt import Segmenter
+    from zsris_rt.synthetic_refer import draw_scene
+
+    out, work = tmp_path / "demo", tmp_path / "work"
+    args = ["demo", "--out", str(out), "--work", str(work), "--clip-steps", "2",
+            "--proposer-steps", "2"]
+    assert export_main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    training = manifest["provenance"]["training"]
+    assert training["clip"]["steps"] == 2 and training["proposer"]["steps"] == 2
+    assert manifest["clip"]["alpha"] == 0.5 and manifest["proposer"] is not None
+    seg = Segmenter.from_pack(out)
+    scene = draw_scene(np.random.default_rng(0))
+    result = seg.segment(scene.pixels, "the red circle",
+                         np.stack([o.mask for o in scene.objects]))
+    assert 0 <= result.index < len(scene.objects)
+    capsys.readouterr()
+    # again into the same work folder: nothing is retrained
+    assert export_main([*args, "--force"]) == 0
+    assert capsys.readouterr().err.count("reuse") == 2
+    assert not list(tmp_path.glob(".demo.partial-*"))
+
+
+@pytest.mark.parametrize("bad", [["--clip-steps", "0"], ["--threads", "0"]])
+def test_demo_command_refuses_bad_settings(bad: list[str], tmp_path: Path, capsys):
+    assert export_main(["demo", "--out", str(tmp_path / "demo"), *bad]) == 2
+    assert capsys.readouterr().err.startswith("zsris-export: error:")
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_command_refuses_to_overwrite(tmp_path: Path, capsys):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "keep.txt").write_text("mine")
+    assert export_main(["demo", "--out", str(tmp_path / "demo")]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "demo" / "keep.txt").read_text() == "mine"

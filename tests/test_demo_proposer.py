@@ -1,0 +1,36 @@
+"""The demo proposer trainer: reproducible to the byte, and it writes an exportable SamModel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from zsris_rt.export.demo_proposer import DEMO_GEOMETRY, train_proposer
+from zsris_rt.export.sam_checkpoints import load_proposer
+
+
+def test_same_seed_same_weights_and_loadable(tmp_path: Path) -> None:
+    threads = torch.get_num_threads()
+    first = train_proposer(tmp_path / "a", steps=3, batch=2, seed=5)
+    train_proposer(tmp_path / "b", steps=3, batch=2, seed=5)
+    assert torch.get_num_threads() == threads  # the trainer puts the thread count back
+    weights = sorted(p.name for p in (tmp_path / "a").glob("*.safetensors"))
+    assert weights
+    for name in weights:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert first["steps"] == 3 and first["parameters"] > 0
+    assert set(first) >= {"seconds", "mask_loss", "iou_loss"}
+
+    loaded = load_proposer(tmp_path / "a")
+    assert loaded.family == "sam" and loaded.fmt == "hf"
+    assert type(loaded.model).__name__ == "SamModel"
+    assert loaded.model.config.vision_config.hidden_size == \
+        DEMO_GEOMETRY["vision_config"]["hidden_size"]
+
+
+def test_other_seed_other_weights(tmp_path: Path) -> None:
+    train_proposer(tmp_path / "a", steps=1, batch=1, seed=0)
+    train_proposer(tmp_path / "b", steps=1, batch=1, seed=1)
+    name = next((tmp_path / "a").glob("*.safetensors")).name
+    assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "b" / name).read_bytes()
