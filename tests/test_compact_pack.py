@@ -126,7 +126,7 @@ def test_cli_without_a_pack_says_so_in_one_line(monkeypatch, tmp_path: Path, cap
     monkeypatch.setattr(pack, "DEMO_PACK", tmp_path / "nowhere")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ZSRIS_PACK", raising=False)
-    image = Path(__file__).resolve().parent.parent / "examples" / "shapes.png"
+    image = Path(__file__).resolve().parent.parent / "examples" / "scene-1.png"
     assert main([str(image), "the red circle"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no --pack given" in err[0]
