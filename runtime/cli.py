@@ -20,7 +20,7 @@ from .errors import NoMaskError, ZsrisError
 
 EPILOG = """\
 examples:
-  zsris-rt examples/scene-1.png "the small red star" --overlay out.png    (the demo pack)
+  zsris-rt examples/scene-2.png "the big yellow star" --overlay out.png    (the demo pack)
   zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --overlay out.png
   zsris-rt kitchen.jpg "the red mug" "the laptop" --pack engines/b32 --json
   zsris-rt kitchen.jpg "the red mug" --pack engines/b32 --masks masks.npz --out mug.png
