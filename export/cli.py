@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="train the demo pack's tiny CLIP and SAM here and export them",
         description="Train a tiny CLIP (contrastive, on captions of synthetic objects) and a tiny "
                     "SAM (on point prompts) on synthetic scenes, on the CPU, and export both with "
-                    "the exporters above into a pack: how engines/demo was made. About 25 minutes "
+                    "the exporters above into a pack: how engines/demo was made. About 40 minutes "
                     "at the default steps on one thread; same seed and threads, same weights.")
     demo.add_argument("--out", required=True, help="pack folder to write (e.g. engines/demo)")
     demo.add_argument("--seed", type=int, default=0)
