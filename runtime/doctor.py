@@ -164,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(tried for real with --pack), GPUs, the C++ mask ops and a pack's integrity. "
                     "Exit status 1 when something is missing or broken.")
     parser.add_argument("--pack", type=Path, help="also verify this pack and load one of its "
-                                                  "graphs on every available provider")
+                                                  "graphs on every available provider (default: "
+                                                  "$ZSRIS_PACK, else the demo pack, when there "
+                                                  "is one)")
     parser.add_argument("--no-verify", action="store_true",
                         help="check the pack's files are present without hashing them")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -172,8 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .errors import PackError
+    from .pack import default_pack
+
     args = build_parser().parse_args(argv)
-    report = diagnose(args.pack, verify=not args.no_verify)
+    pack = args.pack
+    if pack is None:
+        try:
+            pack = default_pack()
+        except PackError:
+            pack = None  # no pack anywhere: report the machine alone
+    report = diagnose(pack, verify=not args.no_verify)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -32,6 +32,20 @@ def test_human_report_names_the_mask_ops(capsys):
     assert f"implementation: {maskops.implementation()}" in out
 
 
+def test_without_pack_the_default_pack_is_checked(capsys, monkeypatch, tmp_path):
+    from zsris_rt import pack
+
+    monkeypatch.delenv("ZSRIS_PACK", raising=False)
+    code, out = run_doctor(capsys, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["pack"]["ok"]
+    assert report["pack"]["path"] == str(pack.DEMO_PACK)
+    monkeypatch.setattr(pack, "DEMO_PACK", tmp_path / "nowhere")
+    monkeypatch.chdir(tmp_path)
+    code, out = run_doctor(capsys, "--json")
+    assert code == 0 and json.loads(out).get("pack") is None
+
+
 def test_forced_numpy_mask_ops_are_reported():
     env = dict(os.environ, ZSRIS_MASKOPS="numpy")
     done = subprocess.run([sys.executable, "-m", "zsris_rt.cli", "doctor", "--json"], env=env,
