@@ -39,7 +39,6 @@ DEMO_GEOMETRY: dict[str, dict] = dict(
 PROPOSER_STEPS = 4000  # about 19 minutes on one thread (1700: full-pipeline mIoU 50.5, not 53.8)
 PROMPTS_PER_SCENE = 16
 BACKGROUND_PROMPTS = 0.2  # share of prompts on the background, whose target is the background
-LOSS_SCALE = 1  # the loss compares logits upsampled ×LOSS_SCALE from the low-res grid
 POSITIONAL_SCALE = 1.0  # std of the prompt/image positional encoding's random frequencies
 WARMUP = 0.05  # of the steps, linear warm-up before the cosine decay
 
@@ -57,8 +56,8 @@ def _initialise(model: nn.Module) -> None:
 
 
 def _input_mask(mask: np.ndarray, frame: InputFrame, cells: int) -> np.ndarray:
-    """A visible-object mask H×W → its area fraction in each cell of the loss grid (`cells`² over
-    the input frame), over the image's part of that frame (the part the runtime crops)."""
+    """A visible-object mask H×W → its area fraction in each cell of the low-res grid (`cells`²
+    over the input frame), over the image's part of that frame (the part the runtime crops)."""
     factor = cells / frame.input_size
     height, width = (math.ceil(side * factor) for side in frame.resized)
     return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
@@ -72,33 +71,31 @@ def _batch(rng: np.random.Generator, scenes: int, settings: ProposerSettings, ce
         scene = draw_scene(rng)
         image, frame = prepare_input(scene.pixels, settings)
         masks = [obj.mask for obj in scene.objects]
-        background = ~np.any(masks, axis=0)
+        masks.append(~np.any(masks, axis=0))  # the background, last
+        cell_masks = [_input_mask(mask, frame, cells) for mask in masks]
         chosen = []
         for _ in range(PROMPTS_PER_SCENE):
             on_background = rng.random() < BACKGROUND_PROMPTS
-            mask = background if on_background else masks[int(rng.integers(len(masks)))]
-            ys, xs = np.nonzero(mask)
+            index = len(masks) - 1 if on_background else int(rng.integers(len(masks) - 1))
+            ys, xs = np.nonzero(masks[index])
             pick = int(rng.integers(len(xs)))
             jitter = rng.uniform(-0.5, 0.5, size=2)
-            chosen.append(mask)
+            chosen.append(cell_masks[index])
             points.append(frame.to_input(np.array([[xs[pick] + jitter[0],
                                                     ys[pick] + jitter[1]]])))
         images.append(image)
-        targets.append(np.stack([_input_mask(mask, frame, cells) for mask in chosen]))
+        targets.append(np.stack(chosen))
     return (torch.from_numpy(np.concatenate(images)),
             torch.from_numpy(np.stack(points)).reshape(scenes, PROMPTS_PER_SCENE, 1, 2),
             torch.from_numpy(np.stack(targets)))
 
 
-def _losses(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor, scale: int
+def _losses(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask loss: BCE + dice of the best of the 3 masks, IoU loss: MSE of all 3 predicted IoUs
     against the true IoU of each mask) for logits B×P×3×l×l and targets B×P×h×w."""
-    scenes, prompts, outputs, low, _ = logits.shape
     height, width = targets.shape[-2:]
-    up = F.interpolate(logits.reshape(-1, outputs, low, low), scale_factor=scale, mode="bilinear",
-                       align_corners=False)[..., :height, :width]
-    up = up.reshape(scenes, prompts, outputs, height, width)
+    up = logits[..., :height, :width]  # the image's part of the low-res grid
     target = targets[:, :, None].expand_as(up)
     bce = F.binary_cross_entropy_with_logits(up, target, reduction="none").mean((-2, -1))
     prob = up.sigmoid()
@@ -145,13 +142,12 @@ def train_proposer(out: Path, steps: int = PROPOSER_STEPS, seed: int = 0, batch:
         history: list[tuple[float, float]] = []
         for step in range(steps):
             images, points, targets = _batch(np.random.default_rng([seed, 7, step]), batch,
-                                             settings, settings.low_res_size * LOSS_SCALE)
+                                             settings, settings.low_res_size)
             embeddings = model.get_image_embeddings(images)
             labels = torch.ones(points.shape[:3], dtype=torch.int64)
             output = model(image_embeddings=embeddings, input_points=points, input_labels=labels,
                            multimask_output=True)
-            mask_loss, iou_loss = _losses(output.pred_masks, output.iou_scores, targets,
-                                          LOSS_SCALE)
+            mask_loss, iou_loss = _losses(output.pred_masks, output.iou_scores, targets)
             optimiser.zero_grad()
             (mask_loss + iou_loss).backward()
             optimiser.step()
