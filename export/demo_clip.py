@@ -43,6 +43,7 @@ from zsris_rt.synthetic_refer import (
 from .clip_model import ClipConfig, ClipModel, random_init_
 from .compact_vocab import compact_clip_tokenizer
 from .reference import IMAGENET_MEAN, IMAGENET_STD
+from .reproducible import reproducible
 
 PLACES = ("on the left", "on the right", "at the top", "at the bottom")
 BACKGROUND = "the background"
@@ -198,13 +199,18 @@ def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor,
 
 
 def train_clip(out: Path, steps: int = 4000, seed: int = 0, scenes_per_step: int = 8,
-               lr: float = 1e-3, progress: Callable[[str], None] | None = None) -> dict:
+               lr: float = 1e-3, threads: int = 1,
+               progress: Callable[[str], None] | None = None) -> dict:
     """Train, then write `out/clip.pt` (OpenAI-layout state dict) and `out/tokenizer.json` for
     `zsris-export clip out/clip.pt --tokenizer out/tokenizer.json`; returns the run's facts.
+    The same arguments (`threads` included) give the same bytes."""
+    with reproducible(seed, threads):
+        facts = _train(out, steps, seed, scenes_per_step, lr, progress)
+    return {**facts, "threads": threads}
 
-    Deterministic for a given seed and thread count (the caller pins torch's threads)."""
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+
+def _train(out: Path, steps: int, seed: int, scenes_per_step: int, lr: float,
+           progress: Callable[[str], None] | None) -> dict:
     tokenizer = compact_clip_tokenizer(WORDS)
     tokenizer.no_padding()
     config = ClipConfig(vocab_size=tokenizer.get_vocab_size(), **DEMO_CONFIG)
@@ -254,4 +260,4 @@ def train_clip(out: Path, steps: int = 4000, seed: int = 0, scenes_per_step: int
             "seconds": round(time.perf_counter() - start, 1),
             "final_loss": round(float(np.mean(losses[-50:])), 4),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "vocabulary": config.vocab_size, "threads": torch.get_num_threads()}
+            "vocabulary": config.vocab_size}

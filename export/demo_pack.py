@@ -64,7 +64,6 @@ def build_demo_pack(args: argparse.Namespace) -> Path:
         raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")
     if min(args.clip_steps, args.proposer_steps, args.threads) < 1:
         raise ZsrisError("--clip-steps, --proposer-steps and --threads must be at least 1")
-    torch.set_num_threads(args.threads)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="zsris-demo-"))
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -73,7 +72,7 @@ def build_demo_pack(args: argparse.Namespace) -> Path:
         clip = _trained(work / "clip", {"steps": args.clip_steps, "seed": args.seed,
                                         "threads": args.threads}, say,
                         lambda: train_clip(work / "clip", steps=args.clip_steps, seed=args.seed,
-                                           progress=say))
+                                           threads=args.threads, progress=say))
         say(f"train  proposer, {args.proposer_steps} steps")
         proposer = _trained(work / "proposer", {"steps": args.proposer_steps, "seed": args.seed,
                                                 "threads": args.threads}, say,

@@ -26,6 +26,7 @@ from zsris_rt.pack import ProposerSettings
 from zsris_rt.synthetic_refer import draw_scene
 
 from .onnx_sam import proposer_settings
+from .reproducible import reproducible
 
 # SamConfig overrides: 256-px input, 16×16 embedding, 64×64 low-res masks; 0.4 M parameters.
 DEMO_GEOMETRY: dict[str, dict] = dict(
@@ -119,12 +120,7 @@ def train_proposer(out: Path, steps: int = PROPOSER_STEPS, seed: int = 0, batch:
     included) give the same bytes."""
     from transformers import SamConfig, SamModel
 
-    previous = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    try:
-        torch.manual_seed(seed)
+    with reproducible(seed, threads):
         model = SamModel(SamConfig(**(DEMO_GEOMETRY if geometry is None else geometry)))
         _initialise(model)
         model.train()
@@ -165,9 +161,6 @@ def train_proposer(out: Path, steps: int = PROPOSER_STEPS, seed: int = 0, batch:
         model.eval()
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(out))
-    finally:
-        torch.set_num_threads(previous)
-        torch.use_deterministic_algorithms(deterministic)
     final = np.mean(history[-50:], axis=0)
     return {"steps": steps, "seed": seed, "batch": batch, "threads": threads,
             "prompts_per_scene": PROMPTS_PER_SCENE, "lr": lr, "seconds": round(seconds, 1),
