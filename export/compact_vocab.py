@@ -14,7 +14,14 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from .tokenizer_build import END, START, bytes_to_unicode, clip_tokenizer, clip_vocab_and_merges
+from .tokenizer_build import (
+    END,
+    START,
+    bytes_to_unicode,
+    clip_pre_tokenizer,
+    clip_tokenizer,
+    clip_vocab_and_merges,
+)
 
 END_OF_WORD = "</w>"
 
@@ -46,7 +53,7 @@ def compact_clip_tokenizer(texts: Iterable[str], merges_path: Path | None = None
     """A CLIP BPE tokenizer whose vocabulary covers `texts` (the words the model will see)."""
     vocab, merges = clip_vocab_and_merges(merges_path)
     ranks = {pair: rank for rank, pair in enumerate(merges)}
-    pre_tokenizer = clip_tokenizer(vocab, merges).pre_tokenizer
+    pre_tokenizer = clip_pre_tokenizer()
     needed: set[tuple[str, str]] = set()
     for text in texts:
         for piece, _ in pre_tokenizer.pre_tokenize_str(text.lower()):

@@ -63,6 +63,14 @@ def build_clip_tokenizer(merges_path: Path | None = None) -> Tokenizer:
     return clip_tokenizer(*clip_vocab_and_merges(merges_path))
 
 
+def clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    """OpenAI's word split, then GPT-2's byte → symbol map: the pieces BPE runs on."""
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+
+
 def clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Tokenizer:
     """CLIP's BPE pipeline (normaliser, pre-tokeniser, template) over a vocabulary and merges:
     OpenAI's whole list, or a subset that keeps its order (see compact_vocab.py)."""
@@ -70,10 +78,7 @@ def clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> Toke
                                end_of_word_suffix="</w>", continuing_subword_prefix=""))
     tok.normalizer = normalizers.Sequence([
         normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PATTERN), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = clip_pre_tokenizer()
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.TemplateProcessing(
         single=f"{START} $A {END}", special_tokens=[(START, vocab[START]), (END, vocab[END])])
