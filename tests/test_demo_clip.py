@@ -158,6 +158,16 @@ def test_batch_rows_line_up_with_their_captions():
                             "below"} & set(text.split()), text
 
 
+def _row_losses(logits, positives, unknown) -> list[float]:
+    """−log of the softmax mass on each row's positives, the unknown entries left out."""
+    losses = []
+    for row, pos_row, unknown_row in zip(logits, positives, unknown, strict=True):
+        keep = [j for j in range(len(row)) if not unknown_row[j]]
+        p = torch.softmax(row[keep], 0)
+        losses.append(-float(torch.log(sum(p[n] for n, j in enumerate(keep) if pos_row[j]))))
+    return losses
+
+
 def test_multi_positive_loss_matches_a_loop():
     from zsris_rt.export.demo_clip import multi_positive_loss
 
@@ -167,19 +177,9 @@ def test_multi_positive_loss_matches_a_loop():
     positives[torch.arange(4), torch.arange(4)] = True
     positives[4:, 0] = True
     unknown = (torch.rand(6, 4, generator=gen) < 0.2) & ~positives
-    total_v = 0.0
-    for i in range(6):
-        keep = [j for j in range(4) if not unknown[i, j]]
-        pos = [j for j in keep if positives[i, j]]
-        p = torch.softmax(logits[i, keep], 0)
-        total_v += -float(torch.log(sum(p[keep.index(j)] for j in pos)))
-    total_t = 0.0
-    for j in range(4):
-        keep = [i for i in range(6) if not unknown[i, j]]
-        pos = [i for i in keep if positives[i, j]]
-        p = torch.softmax(logits[keep, j], 0)
-        total_t += -float(torch.log(sum(p[keep.index(i)] for i in pos)))
-    expected = 0.5 * (total_v / 6 + total_t / 4)
+    views = _row_losses(logits, positives, unknown)
+    texts = _row_losses(logits.T, positives.T, unknown.T)
+    expected = 0.5 * (sum(views) / 6 + sum(texts) / 4)
     assert float(multi_positive_loss(logits, positives, unknown)) == pytest.approx(expected,
                                                                                   rel=1e-5)
 
