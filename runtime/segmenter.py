@@ -83,11 +83,11 @@ class Segmenter:
     def from_pack(cls, path: str | os.PathLike[str] | None = None, backend: str = "cpu",
                   alpha: float | None = None, beta: float | None = None,
                   spacy_model: str | None = None, threads: int | None = None,
-                  verify: bool = True) -> Segmenter:
+                  verify: bool = True, precision: str = "fp32") -> Segmenter:
         """Load and verify a pack (default: the demo pack, see `default_pack`), and bind it to a
-        backend ("cpu" or "auto")."""
+        backend (see `create_backend`) at `precision` ("fp32", or a variant the pack holds)."""
         pack = load_pack(default_pack() if path is None else Path(path), verify=verify)
-        return cls(pack, create_backend(pack, backend, threads=threads), alpha, beta, spacy_model)
+        return cls(pack, create_backend(pack, backend, threads=threads, precision=precision), alpha, beta, spacy_model)
 
     @property
     def spacy_model(self) -> str:

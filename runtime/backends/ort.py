@@ -11,7 +11,7 @@ from .base import Backend
 
 class OrtBackend(Backend):
     def __init__(self, pack: Pack, providers: list[str] | None = None,
-                 threads: int | None = None, name: str = "cpu") -> None:
+                 threads: int | None = None, name: str = "cpu", precision: str = "fp32") -> None:
         import onnxruntime as ort
 
         self._ort = ort
@@ -19,6 +19,7 @@ class OrtBackend(Backend):
         self.name = name
         self.providers = providers or ["CPUExecutionProvider"]
         self.threads = threads
+        self.precision = precision
         self._sessions: dict[str, object] = {}
 
     def session(self, graph: str):  # -> onnxruntime.InferenceSession
@@ -28,7 +29,7 @@ class OrtBackend(Backend):
             if self.threads:
                 options.intra_op_num_threads = self.threads
             options.log_severity_level = 3
-            path = self.pack.graph_path(graph)
+            path = self.pack.graph_path(graph, self.precision)
             try:
                 self._sessions[graph] = self._ort.InferenceSession(
                     str(path), sess_options=options, providers=self.providers)
