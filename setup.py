@@ -43,6 +43,11 @@ EXPORT_REQUIRES = [
 
 PLOT_REQUIRES = ["matplotlib>=3.7"]
 
+# Native TensorRT (`--backend trt`): the CUDA runtime bindings. TensorRT itself comes with
+# JetPack on a Jetson and as `pip install tensorrt` on a desktop; it is not listed, so that this
+# extra installs on both. ONNX Runtime's GPU providers need onnxruntime-gpu in place of onnxruntime.
+TRT_REQUIRES = ["cuda-python>=12.0"]
+
 TEST_REQUIRES = [
     "pytest>=7",
     "hypothesis>=6",
@@ -61,14 +66,14 @@ setup(
     packages=["zsris_rt", "zsris_rt.backends", "zsris_rt.bench", "zsris_rt.export"],
     package_dir={"zsris_rt": "runtime", "zsris_rt.export": "export"},
     install_requires=RUNTIME_REQUIRES,
-    extras_require={"export": EXPORT_REQUIRES, "test": TEST_REQUIRES,
+    extras_require={"export": EXPORT_REQUIRES, "test": TEST_REQUIRES, "trt": TRT_REQUIRES,
                     "plot": PLOT_REQUIRES},
     ext_modules=EXTENSIONS,
     cmdclass=COMMANDS,
     entry_points={
         "console_scripts": [
             "zsris-rt=zsris_rt.cli:main",
-            "zsris-export=zsris_rt.export.cli:main",
+            "zsris-export=zsris_rt.export.command:main",
         ]
     },
 )

@@ -5,11 +5,16 @@
     zsris-export demo --out engines/demo        train the demo pack's tiny models, export them
     zsris-export random-clip --out DIR          a random-weight HF CLIP folder to try things on
     zsris-export random-sam --out PATH          a random-weight SAM / SAM 2 to try things on
+    zsris-export quantize PACK --calib IMAGES   int8 graphs for ONNX Runtime, beside the fp32 ones
+    zsris-export engines PACK --precision P     TensorRT engines for `--backend trt`
+
+The last two need no PyTorch (command.py runs them without importing it).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -32,7 +37,9 @@ from zsris_rt.pack import (
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
+from .command import TORCH_FREE, torch_free_command
 from .demo_proposer import PROPOSER_STEPS
+from .local_bound import local_norm_bound
 from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip
 
 if TYPE_CHECKING:
@@ -120,7 +127,9 @@ def export_clip_pack(args: argparse.Namespace) -> Path:
             f"{', built offline' if args.tokenizer is None else ''})")
         tokenizer.save(str(staging / "tokenizer.json"))
         manifest = Manifest(
-            clip=settings_for(model, args, tokenizer),
+            clip=dataclasses.replace(settings_for(model, args, tokenizer),
+                                     local_norm_bound=local_norm_bound(
+                                         staging / "clip_image.onnx")),
             files={f: "" for g in graphs.values() for f in g["files"]} | {"tokenizer.json": ""},
             graphs=graphs,
             provenance={
@@ -304,11 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--out", required=True, help="folder to write")
     rnd.add_argument("--geometry", choices=sorted(GEOMETRIES), default="tiny")
     rnd.add_argument("--seed", type=int, default=0)
+    for name in TORCH_FREE:
+        torch_free_command(name).add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in TORCH_FREE:
+        return torch_free_command(args.command).run(args)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress lines say what is happening

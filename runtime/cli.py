@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .backends import BACKENDS
+from .backends import BACKENDS, PRECISIONS
 from .errors import NoMaskError, ZsrisError
 
 EPILOG = """\
@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("doctor", "what this machine runs: packages, providers, C++ mask ops, a pack"),
     "eval": ("evaluation", "oIoU/mIoU on data in the refer layout (RefCOCO/+/g)"),
     "synth": ("synthetic_refer", "write a small synthetic dataset in the refer layout"),
+    "check": ("check", "compare a backend / precision / pruning mode with exact fp32 CPU"),
     "bench": ("bench.command",
               "per-stage latency against the PyTorch reference, with compute floors"),
 }
@@ -89,10 +90,27 @@ def add_segmenter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, help="global weight α, overriding the pack's "
                                                     "(0.95 RefCOCO style, 0.85 RefCOCOg style)")
     parser.add_argument("--beta", type=float, help="sentence weight β, overriding the pack's")
-    parser.add_argument("--backend", default="cpu", choices=BACKENDS,
-                        help="inference backend (default cpu: ONNX Runtime)")
     parser.add_argument("--threads", type=int, help="CPU threads for ONNX Runtime "
                                                     "(default: all cores)")
+    fast = parser.add_argument_group(
+        "backend and fast modes (each trades something; `zsris-rt check` measures what)")
+    fast.add_argument("--backend", default="cpu", choices=BACKENDS,
+                      help="cpu: ONNX Runtime CPU (default); cuda: ONNX Runtime CUDA; ort-trt: "
+                           "ONNX Runtime's TensorRT provider; trt: native TensorRT engines "
+                           "(zsris-export engines); auto: the best of these that really runs "
+                           "here (trt only once its engines are built)")
+    fast.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                      help="fp32 (default, exact); int8: the pack's int8 graphs (zsris-export "
+                           "quantize) or int8 TensorRT engines; fp16: trt and ort-trt only")
+    fast.add_argument("--engine-cache", metavar="DIR",
+                      help="TensorRT engine cache (default $ZSRIS_ENGINE_CACHE, else "
+                           "~/.cache/zsris-rt/engines)")
+    fast.add_argument("--local-top", type=int, metavar="M",
+                      help="global-first pruning: encode the local crops of only the M masks "
+                           "with the best global score (default: all, exact)")
+    fast.add_argument("--local-bound", action="store_true",
+                      help="exact pruning: encode local crops in rounds (of --local-top, "
+                           "default 8) until no other mask can win; same answer as exact")
     parser.add_argument("--spacy-model", help="spaCy pipeline for parsing expressions "
                                               "(default: the pack's)")
     parser.add_argument("--no-verify", action="store_true",
@@ -124,7 +142,9 @@ def load_segmenter(args: argparse.Namespace):  # -> Segmenter (imported lazily: 
         args.pack = default_pack()
     return Segmenter.from_pack(args.pack, backend=args.backend, alpha=args.alpha, beta=args.beta,
                                spacy_model=args.spacy_model, threads=args.threads,
-                               verify=not args.no_verify)
+                               verify=not args.no_verify, precision=args.precision,
+                               engine_cache=args.engine_cache, local_top=args.local_top,
+                               local_bound=args.local_bound)
 
 
 def error_exit(prog: str, exc: ZsrisError) -> int:

@@ -91,6 +91,51 @@ def _onnxruntime(pack_root: Path | None, problems: list[str]) -> dict[str, Any]:
     return report
 
 
+def _tensorrt() -> dict[str, Any]:
+    """TensorRT and the CUDA bindings `--backend trt` needs, tried (import, device), not assumed."""
+    from .backends.tensorrt import tensorrt_unavailable
+
+    reason = tensorrt_unavailable()
+    return {"tensorrt": _version("tensorrt") or _module_version("tensorrt"),
+            "cuda_python": _version("cuda-python") or _version("cuda-bindings"),
+            "usable": "yes" if reason is None else f"no: {reason}"}
+
+
+def _module_version(name: str) -> str | None:
+    """A module's __version__ when its distribution has no metadata (JetPack's TensorRT)."""
+    if importlib.util.find_spec(name) is None:
+        return None
+    try:
+        return getattr(importlib.import_module(name), "__version__", "unknown version")
+    except Exception as exc:  # a broken install raises anything; report it
+        return f"fails to import: {' '.join(str(exc).split())[:120]}"
+
+
+def _engines(root: Path) -> list[str] | str:
+    """The TensorRT engines cached for this pack's graphs, one line each."""
+    from .backends.engine_cache import cached_engines, default_cache_dir
+    from .pack import load_pack
+
+    found = cached_engines(load_pack(root, verify=False))
+    if not found:
+        return f"none in {default_cache_dir()} (zsris-export engines PACK --precision P)"
+    return [f"{e['graph']} {e['precision']} (TensorRT {e['tensorrt']}, {e['gpu']} sm "
+            f"{e['compute_capability']}): {e['plan']}" for e in found]
+
+
+def _backends(root: Path) -> dict[str, Any]:
+    """What `--backend auto` picks for this pack here, and why it passed over the others."""
+    from .backends import create_backend
+    from .errors import ZsrisError
+    from .pack import load_pack
+
+    try:
+        backend = create_backend(load_pack(root, verify=False), "auto")
+    except ZsrisError as exc:
+        return {"auto_picks": f"nothing: {exc}"}
+    return {"auto_picks": backend.name, "passed_over": backend.passed_over or {}}
+
+
 def _spacy_model(name: str, problems: list[str]) -> str:
     if importlib.util.find_spec(name) is not None:
         return f"{name} installed"
@@ -137,9 +182,13 @@ def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) ->
         "maskops": _maskops(),
         "onnxruntime": _onnxruntime(root, problems),
         "gpus": _gpus() or "none found (no nvidia-smi, or it lists none)",
+        "tensorrt": _tensorrt(),
     }
     if pack_report is not None:
         report["pack"] = pack_report
+    if root is not None:
+        report["engines"] = _engines(root)
+        report["backends"] = _backends(root)
     report["problems"] = problems
     return report
 
@@ -152,6 +201,9 @@ def _lines(report: dict[str, Any], indent: str = "") -> list[str]:
         if isinstance(value, dict):
             lines.append(f"{indent}{key}:")
             lines += _lines(value, indent + "  ")
+        elif isinstance(value, list) and value and isinstance(value[0], str):
+            lines.append(f"{indent}{key}:")
+            lines += [f"{indent}  {item}" for item in value]
         else:
             lines.append(f"{indent}{key}: {value}")
     return lines
@@ -161,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zsris-rt doctor",
         description="Report what this machine runs: Python, packages, ONNX Runtime providers "
-                    "(tried for real with --pack), GPUs, the C++ mask ops and a pack's integrity. "
+                    "(tried for real with --pack), GPUs, TensorRT and the CUDA bindings, the C++ "
+                    "mask ops, a pack's integrity, its cached TensorRT engines and the backend "
+                    "`--backend auto` picks for it. "
                     "Exit status 1 when something is missing or broken.")
     parser.add_argument("--pack", type=Path, help="also verify this pack and load one of its "
                                                   "graphs on every available provider (default: "

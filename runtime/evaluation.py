@@ -153,6 +153,7 @@ class _Evaluator:
         self.gt_proposals, self.overrides = gt_proposals, overrides
         self.image_ms: list[float] = []
         self.sentence_ms: list[float] = []
+        self.local_computed: list[int] = []  # f^L rows each query needed (pruning saves these)
 
     def image(self, image_id: int, samples: list[Sample]) -> list[Row]:
         info = self.data.images[image_id]
@@ -186,6 +187,8 @@ class _Evaluator:
             inter = int(np.count_nonzero(result.mask & truth))
             union = int(np.count_nonzero(result.mask | truth))
             self.sentence_ms.append((time.perf_counter() - start) * 1e3)
+            if result.local_computed is not None:
+                self.local_computed.append(result.local_computed)
             rows.append(Row(*ids, inter / union if union else 0.0, inter, union, result.index,
                             scene.num_masks, result.score, False, s.kind))
         return rows
@@ -283,7 +286,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         generator_options(seg.proposer.settings.generator, overrides)
     _same_settings(args.out, {"dataset": args.dataset, "split": args.split,
                               "proposals": args.proposals, "proposer_options": overrides,
-                              "alpha": seg.alpha, "beta": seg.beta}, bool(previous))
+                              "alpha": seg.alpha, "beta": seg.beta,
+                              "precision": args.precision, "local_top": args.local_top,
+                              "local_bound": args.local_bound}, bool(previous))
     evaluator = _Evaluator(seg, data, args.images, args.proposals == "gt", overrides)
     new = _append_rows(csv_path, keep, [s for s in selected if s.key not in done],
                        evaluator, f"eval {where}")
@@ -294,6 +299,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": args.dataset, "split": args.split, "data": str(args.data),
         "images_folder": str(args.images), "pack": str(args.pack), "proposals": args.proposals,
         "proposer_options": overrides, "alpha": seg.alpha, "beta": seg.beta,
+        "local_top": args.local_top, "local_bound": args.local_bound,
         "maskops": implementation(), **seg.backend.describe(), "limit": args.limit,
         "official": metrics(kept), "strict": metrics(rows),
         "by_kind": {kind: {"official": metrics([r for r in kept if r.kind == kind]),
@@ -302,11 +308,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "counts": {"samples": len(rows), "evaluated": len(kept), "skipped": len(rows) - len(kept),
                    "images": len({r.image_id for r in rows}),
                    "skipped_images": len({r.image_id for r in rows if r.skipped}),
-                   "from_earlier_runs": sum(r.key in done for r in rows)},
+                   "from_earlier_runs": sum(r.key in done for r in rows),
+                   "masks_per_image": _mean(list({r.image_id: r.num_masks for r in kept}
+                                                 .values()))},
         "timings_ms": {"per_image": _mean(evaluator.image_ms),
                        "per_sentence": _mean(evaluator.sentence_ms),
                        "images_timed": len(evaluator.image_ms),
                        "sentences_timed": len(evaluator.sentence_ms)},
+        "local_features_per_query": _mean(evaluator.local_computed),
         "samples_csv": str(csv_path),
     }
     write_files_atomically({args.out / SUMMARY_NAME:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .local_features import LocalFeatures
+
 
 @dataclass
 class Proposals:
@@ -24,19 +26,28 @@ class Proposals:
 
 @dataclass
 class Scene:
-    """Everything that depends on the image only; score any number of expressions against it."""
+    """Everything that depends on the image only; score any number of expressions against it.
+
+    f^L rows may be computed lazily (a segmenter with `local_top` or `local_bound`): `local`
+    holds those known so far, and `local_features` computes the rest."""
 
     image_size: tuple[int, int]  # (H, W)
     masks: np.ndarray  # K×H×W bool
     boxes: np.ndarray  # K×4 int64, tight [x0, y0, x1, y1) boxes
     global_features: np.ndarray  # K×E float32, f^G (SPEC §2), unnormalised
-    local_features: np.ndarray  # K×E float32, f^L (SPEC §3), unnormalised
+    local: LocalFeatures  # f^L (SPEC §3) rows known so far, unnormalised
     timings: dict[str, float] = field(default_factory=dict)  # stage → milliseconds
     proposals: Proposals | None = None  # where the masks came from, when the proposer made them
 
     @property
     def num_masks(self) -> int:
         return int(self.masks.shape[0])
+
+    @property
+    def local_features(self) -> np.ndarray:
+        """K×E float32 f^L, computing the rows not known yet (their stages go to `timings`)."""
+        self.local.ensure(np.arange(self.num_masks), self.timings)
+        return self.local.rows()
 
 
 @dataclass
@@ -46,14 +57,24 @@ class Result:
     text: str  # the expression as given
     sentence: str  # s': what CLIP encoded (SPEC §5.1)
     noun_phrase: str  # NP of s' (SPEC §5.2)
-    scores: np.ndarray  # K float32, 100·cos(f_k, t)
-    index: int  # argmax of scores, ties to the lowest index
+    # K float32, 100·cos(f_k, t); −inf for a mask a pruned query never fully scored
+    # (runtime/local_pruning.py), so argmax(scores) is always `index`
+    scores: np.ndarray
+    index: int  # argmax of scores, ties to the lowest index; always a fully scored mask
     masks: np.ndarray  # K×H×W bool, the candidates scored
     boxes: np.ndarray  # K×4 int64
     alpha: float
     beta: float
     truncated: bool = False  # the expression was cut to the text context
     timings: dict[str, float] = field(default_factory=dict)  # stage → milliseconds
+    # f^L rows the choice needed: K when every mask is scored, fewer when pruned; None when the
+    # Result was made elsewhere than `Segmenter.query`
+    local_computed: int | None = None
+
+    @property
+    def scored(self) -> np.ndarray:
+        """K bool: the masks whose score is a full one (not −inf)."""
+        return np.isfinite(self.scores)
 
     @property
     def mask(self) -> np.ndarray:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def text_target(t_sentence: np.ndarray, t_phrase: np.ndarray, beta: float) -> np.ndarray:
+    """t = β t(s') + (1−β) t(NP) in float64: the vector every mask is scored against."""
+    return beta * t_sentence.astype(np.float64) + (1 - beta) * t_phrase
+
+
 def fuse_and_score(global_features: np.ndarray, local_features: np.ndarray,
                    t_sentence: np.ndarray, t_phrase: np.ndarray, alpha: float,
                    beta: float) -> np.ndarray:
     """K scores, 100·cos(α f^G + (1−α) f^L, β t(s') + (1−β) t(NP)), computed in float64."""
     f = alpha * global_features.astype(np.float64) + (1 - alpha) * local_features
-    t = beta * t_sentence.astype(np.float64) + (1 - beta) * t_phrase
+    t = text_target(t_sentence, t_phrase, beta)
     norms = np.linalg.norm(f, axis=1) * np.linalg.norm(t)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = np.where(norms > 0, f @ t / norms, 0.0)

@@ -1,7 +1,8 @@
 """The split predictor: encode an image once (`Scene`), then query it with any number of
 expressions. Per image: the proposer (when no masks are given), then one trunk call, one
 masked-head call and one crop-encoder call for all K masks; per new expression: one text call for
-s' and its noun phrase together."""
+s' and its noun phrase together. With `local_top` or `local_bound` the crop encoder is deferred to
+the queries, which encode only the masks they need (runtime/local_pruning.py)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from types import EllipsisType
 
 import numpy as np
 
 from .backends import Backend, create_backend
 from .errors import MaskError, NoMaskError, ZsrisError
 from .image import as_rgb, normalise
+from .local_features import LocalFeatures
+from .local_pruning import choose, validate_local_bound, validate_local_top
 from .maskops import mask_grid, masked_crops, tight_boxes
 from .masks import validate_masks
 from .pack import CLIP_GRAPHS, ClipSettings, Pack, default_pack, load_pack
 from .proposer import ImageEmbedding, Proposer
 from .resize import resize_bilinear
 from .results import Proposals, Result, Scene
-from .scoring import fuse_and_score
 from .text import ExpressionParser, Phrases
 from .tokenizer import ClipTokenizer
 
@@ -34,6 +38,7 @@ EMBEDDING_CACHE_SIZE = 2  # proposer encodings kept, by image content
 # Masked crops are written into a buffer kept per thread for up to this many masks (77 MB at
 # 224 px): a fresh 5-80 MB array per image costs its page faults every time.
 CROP_BUFFER_MASKS = 128
+LOCAL_STAGES = ("crops", "crop_encoder")  # the stages a pruning query may run lazily
 
 
 @contextmanager
@@ -52,13 +57,20 @@ def _weight(name: str, value: float | None, default: float) -> float:
 
 
 class Segmenter:
+    """`local_top=M` scores only the M masks best by global score (approximate); `local_bound`
+    prunes only masks that provably cannot win (exact; needs the pack's `local_norm_bound`).
+    Either defers f^L from `encode_image` to the queries (runtime/local_pruning.py)."""
+
     def __init__(self, pack: Pack, backend: Backend, alpha: float | None = None,
-                 beta: float | None = None, spacy_model: str | None = None) -> None:
+                 beta: float | None = None, spacy_model: str | None = None,
+                 local_top: int | None = None, local_bound: bool = False) -> None:
         self.pack = pack
         self.settings: ClipSettings = pack.clip
         self.backend = backend
         self.alpha = _weight("alpha", alpha, self.settings.alpha)
         self.beta = _weight("beta", beta, self.settings.beta)
+        self.local_top = validate_local_top(local_top)
+        self.local_bound = validate_local_bound(local_bound, self.settings.local_norm_bound)
         self.parser = ExpressionParser(spacy_model or self.settings.spacy_model)
         s = self.settings
         self.tokenizer = ClipTokenizer(pack.path("tokenizer.json"), s.context_length,
@@ -83,11 +95,19 @@ class Segmenter:
     def from_pack(cls, path: str | os.PathLike[str] | None = None, backend: str = "cpu",
                   alpha: float | None = None, beta: float | None = None,
                   spacy_model: str | None = None, threads: int | None = None,
-                  verify: bool = True, precision: str = "fp32") -> Segmenter:
+                  verify: bool = True, precision: str = "fp32", local_top: int | None = None,
+                  local_bound: bool = False,
+                  engine_cache: str | os.PathLike[str] | None = None) -> Segmenter:
         """Load and verify a pack (default: the demo pack, see `default_pack`), and bind it to a
-        backend (see `create_backend`) at `precision` ("fp32", or a variant the pack holds)."""
+        backend ("cpu", "cuda", "ort-trt", "trt" or "auto"; see `create_backend`) at `precision`
+        ("fp32"; "int8": the pack's int8 graphs or TensorRT int8 engines; "fp16": TensorRT).
+        `engine_cache`: TensorRT's engine folder. `local_top`/`local_bound`: see the class."""
         pack = load_pack(default_pack() if path is None else Path(path), verify=verify)
-        return cls(pack, create_backend(pack, backend, threads=threads, precision=precision), alpha, beta, spacy_model)
+        validate_local_top(local_top)  # refuse bad options before building a backend
+        validate_local_bound(local_bound, pack.clip.local_norm_bound)
+        return cls(pack, create_backend(pack, backend, threads=threads, precision=precision,
+                                        engine_cache=engine_cache),
+                   alpha, beta, spacy_model, local_top, local_bound)
 
     @property
     def spacy_model(self) -> str:
@@ -123,8 +143,9 @@ class Segmenter:
 
     def encode_image(self, image: np.ndarray | str | os.PathLike[str],
                      masks: np.ndarray | None = None, **overrides: object) -> Scene:
-        """f^G and f^L of every mask (SPEC §1–3). Without `masks`, the pack's proposer makes
-        them (`overrides` go to `propose`)."""
+        """f^G and f^L of every mask (SPEC §1–3); f^L only when queried if this segmenter prunes
+        it (`local_top`, `local_bound`). Without `masks`, the pack's proposer makes them
+        (`overrides` go to `propose`)."""
         timings: dict[str, float] = {}
         s = self.settings
         with _timed(timings, "decode"):
@@ -151,12 +172,22 @@ class Segmenter:
             fg = self.backend.run_batched("clip_masked_head",
                                           {"tokens": tokens, "grid_masks": grid},
                                           ("grid_masks",))[0]
+        local = LocalFeatures(len(masks), partial(self._encode_local, xn, masks, boxes))
+        if self.local_top is None and not self.local_bound:
+            local.ensure(np.arange(len(masks)), timings)
+        return Scene(rgb.shape[:2], masks, boxes, fg, local, timings, proposals)
+
+    def _encode_local(self, xn: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
+                      indices: np.ndarray, timings: dict[str, float]) -> np.ndarray:
+        """f^L of the masks `indices`: their masked crops through one batched crop-encoder run."""
+        s = self.settings
+        if len(indices) < len(masks) or np.any(indices != np.arange(len(masks))):
+            masks, boxes = masks[indices], boxes[indices]
         with _timed(timings, "crops"):
             crops = masked_crops(xn, masks, boxes, np.asarray(s.fill), s.image_size,
                                  self._crop_buffer(len(masks)))
         with _timed(timings, "crop_encoder"):
-            fl = self.backend.run_batched("clip_image", {"images": crops}, ("images",))[0]
-        return Scene(rgb.shape[:2], masks, boxes, fg, fl, timings, proposals)
+            return self.backend.run_batched("clip_image", {"images": crops}, ("images",))[0]
 
     def _crop_buffer(self, k: int) -> np.ndarray | None:
         """This thread's reused K×3×S×S crop buffer; None (allocate) above CROP_BUFFER_MASKS."""
@@ -188,20 +219,30 @@ class Segmenter:
         return entry
 
     def query(self, scene: Scene, text: str, alpha: float | None = None,
-              beta: float | None = None) -> Result:
-        """Score every mask of `scene` against `text` (SPEC §4–6)."""
+              beta: float | None = None, local_top: int | None | EllipsisType = ...,
+              local_bound: bool | None = None) -> Result:
+        """Score the masks of `scene` against `text` (SPEC §4–6): all of them, or as
+        `local_top`/`local_bound` prune (default: the segmenter's; `local_top=None` scores all).
+        f^L rows encoded here are timed in this result and kept in the scene for later queries."""
         alpha = _weight("alpha", alpha, self.alpha)
         beta = _weight("beta", beta, self.beta)
+        top = self.local_top if local_top is ... else validate_local_top(local_top)
+        bound = self.local_bound if local_bound is None else \
+            validate_local_bound(local_bound, self.settings.local_norm_bound)
         timings = dict(scene.timings)
         with _timed(timings, "text"):
             phrases, t_sentence, t_phrase, truncated = self.encode_text(text)
-        with _timed(timings, "score"):
-            scores = fuse_and_score(scene.global_features, scene.local_features,
-                                    t_sentence, t_phrase, alpha, beta)
+        # The crop stages this query runs are timed on their own, not inside "score".
+        start, before = time.perf_counter(), {k: timings.get(k, 0.0) for k in LOCAL_STAGES}
+        choice = choose(scene.global_features, scene.local, t_sentence, t_phrase, alpha, beta,
+                        top, self.settings.local_norm_bound if bound else None, timings)
+        local_ms = sum(timings.get(k, 0.0) - v for k, v in before.items())
+        timings["score"] = timings.get("score", 0.0) + \
+            (time.perf_counter() - start) * 1e3 - local_ms
         return Result(text=text, sentence=phrases.sentence, noun_phrase=phrases.noun_phrase,
-                      scores=scores, index=int(np.argmax(scores)), masks=scene.masks,
+                      scores=choice.scores, index=choice.index, masks=scene.masks,
                       boxes=scene.boxes, alpha=alpha, beta=beta, truncated=truncated,
-                      timings=timings)
+                      timings=timings, local_computed=choice.local_computed)
 
     def segment(self, image: np.ndarray | str | os.PathLike[str], text: str,
                 masks: np.ndarray | None = None, **overrides: object) -> Result:

@@ -280,6 +280,7 @@ def test_result_to_dict() -> None:
         "angle_deg",
         "rle",
         "scores",
+        "local_computed",
         "num_masks",
         "alpha",
         "beta",
@@ -299,3 +300,13 @@ def test_result_to_dict() -> None:
     assert record["alpha"] == pytest.approx(0.85) and type(record["alpha"]) is float
     assert record["timings_ms"] == {"text": 1.5, "score": 0.25}
     assert record["backend"] == "cpu" and record["spacy_model"] == "en_core_web_sm"
+
+
+def test_pruned_scores_are_null_in_json() -> None:
+    """Masks a pruned query never scored in full hold -inf: JSON gets null, still valid."""
+    result = make_result()
+    result.scores = np.array([-np.inf, 31.25, -np.inf], np.float32)
+    result.local_computed = 1
+    record = result_to_dict(result, backend="cpu", spacy_model="en_core_web_sm")
+    assert json.loads(json.dumps(record, allow_nan=False))["scores"] == [None, 31.25, None]
+    assert record["local_computed"] == 1

@@ -11,6 +11,8 @@ class Backend(ABC):
     """Runs the pack's graphs by name. `name` is what outputs report (e.g. "cpu")."""
 
     name: str = "?"
+    # Set by `--backend auto`: each better backend it did not take, and why.
+    passed_over: dict[str, str] | None = None
 
     @abstractmethod
     def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -24,8 +26,15 @@ class Backend(ABC):
         return None
 
     def describe(self) -> dict[str, object]:
-        """What really runs (providers, devices), for `--json` and `doctor`."""
-        return {"backend": self.name}
+        """What really runs (providers, devices, precision), for `--json` and `doctor`."""
+        report: dict[str, object] = {"backend": self.name, **self.details()}
+        if self.passed_over is not None:
+            report["passed_over"] = self.passed_over
+        return report
+
+    def details(self) -> dict[str, object]:
+        """What `describe` reports beyond the name."""
+        return {}
 
     def run_batched(self, graph: str, inputs: dict[str, np.ndarray],
                     batched: tuple[str, ...]) -> list[np.ndarray]:

@@ -21,6 +21,7 @@ from .errors import BenchError
 from .flops import COUNTED_OPS
 from .log import elapsed, say
 from .machine import machine, wait_for_quiet
+from .modes import mode_list, parse_mode
 from .packs import CLIP_GEOMETRIES, PROPOSERS, RandomPack, ensure_pack
 from .report import render, write_plot
 from .scene import DEFAULT_TEXT, expressions
@@ -61,6 +62,7 @@ class Config:
     matmul_sizes: list[int] = field(default_factory=lambda: [1024, 1536, 2048])
     matmul_tries: int = 5
     smoke: bool = False
+    modes: list[str] = field(default_factory=lambda: ["exact"])
 
 
 class Parser(argparse.ArgumentParser):
@@ -113,6 +115,10 @@ def build_parser() -> Parser:
                                                  "(default 8,32,100; 2 with --smoke)")
     how.add_argument("--expressions", type=int_list, help="expressions per scene for the "
                      f"scaling over expressions (default 1,4,16; at most {MAX_EXPRESSIONS})")
+    how.add_argument("--modes", type=mode_list, help="fast modes timed over K beside exact: "
+                     "comma-separated, each exact or int8 / topM / bound joined with + (e.g. "
+                     "int8,top4,top8,int8+top8); int8 quantises a random pack on first use "
+                     "(a given --pack needs its int8 graphs)")
     how.add_argument("--runs", type=int, help="timed runs per measurement (default 10)")
     how.add_argument("--warmup", type=int, help="runs dropped first (default 2)")
     how.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -156,6 +162,8 @@ def config_from(args: argparse.Namespace) -> Config:
     for name in ("ks", "expressions", "runs", "warmup", "proposer_runs"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
+    if args.modes is not None:
+        cfg.modes = [m.name for m in args.modes]
     _check(cfg, args)
     return cfg
 
@@ -247,6 +255,7 @@ class Bench:
                      "texts": expressions(cfg.expressions[-1]), "expressions_k": cfg.ks[0]}
         report["runtime"], report["reference"] = {}, {}
         self.side("runtime", "clip", clip_spec)
+        self.modes(pack, image, clip_spec)
         if reference:
             self.side("reference", "clip", dict(clip_spec, checkpoint=clip_checkpoint))
         options = report["proposer_options"] = self.proposer_options(manifest)
@@ -263,6 +272,39 @@ class Bench:
         report["machine"]["loadavg_end"] = os.getloadavg()
         report["wall_s"] = elapsed()
         return report
+
+    def modes(self, pack: Path, image: str, clip_spec: Json) -> None:
+        """Each fast mode over the same K, without the scaling over expressions."""
+        modes = [parse_mode(name) for name in self.cfg.modes[1:]]
+        if not modes:
+            return
+        if any(m.precision == "int8" for m in modes) and not self.int8_ready(pack, image):
+            modes = [m for m in modes if m.precision != "int8"]
+        results = self.report["runtime"]["modes"] = {}
+        for mode in modes:
+            wait_for_quiet(self.cfg.wait_quiet, self.report)
+            say(f"runtime, mode {mode.name}: {self.cfg.warmup} warm-up + {self.cfg.runs} runs "
+                f"per K = {self.cfg.ks}")
+            tag = "runtime_clip_" + mode.name.replace("+", "_")
+            result = self.spawn("runtime_clip", dict(clip_spec, mode=mode.options(),
+                                                     expressions=[]), tag)
+            results[mode.name] = result
+            say(f"mode {mode.name}: " + ", ".join(f"K={k} {r['latency_ms']['median']:.0f} ms"
+                                                  for k, r in result["ks"].items()))
+
+    def int8_ready(self, pack: Path, image: str) -> bool:
+        """The pack has int8 graphs, or (a random pack) gets them now, calibrated on the JPEG."""
+        manifest = json.loads((pack / "manifest.json").read_text())
+        if any("int8" in g.get("variants", {}) for g in manifest["graphs"].values()):
+            return True
+        if self.cfg.pack is not None:
+            self.note(f"{pack} has no int8 graphs (zsris-export quantize): int8 modes left out")
+            return False
+        say(f"quantise {pack} to int8, calibrated on {image}")
+        self.report["quantize"] = self.spawn("quantize", {"pack": str(pack), "calib": [image],
+                                                          "threads": self.cfg.threads},
+                                             "quantize")
+        return True
 
     def reference_ready(self, checkpoint: str | None) -> bool:
         if not self.cfg.reference:
@@ -299,6 +341,11 @@ class Bench:
         else:
             say(f"{side}: proposer {result['propose']['latency_ms']['median']:.0f} ms")
 
+    def crop_counts(self) -> list[int]:
+        """Every number of crops a mode encodes at some K (the bound's varies: its runs say)."""
+        counts = {parse_mode(m).local_crops(k) for m in self.cfg.modes for k in self.cfg.ks}
+        return sorted(counts - {None})
+
     def flops(self, pack: Path, manifest: Json, options: Json | None) -> None:
         """FLOPs of each graph at the run's shapes (needs onnx), and the floors derived."""
         if importlib.util.find_spec("onnx") is None:
@@ -309,7 +356,7 @@ class Bench:
         counts: Json = {
             "clip_trunk": {"1": {"batch": 1}},
             "clip_masked_head": {str(k): {"masks": k} for k in self.cfg.ks},
-            "clip_image": {str(k): {"masks": k} for k in self.cfg.ks},
+            "clip_image": {str(n): {"masks": n} for n in self.crop_counts()},
             "clip_text": {"query": {"batch": text["batch"], "length": text["length"]}}}
         if options is not None:
             counts["prop_encoder"] = {"1": {"batch": 1}}

@@ -207,6 +207,37 @@ def _over_k(report: Json, floors: Floors) -> list[str]:
             table(header, rows)]
 
 
+def _modes(report: Json, floors: Floors) -> list[str]:
+    """Each fast mode against exact (this run) and the reference, per K. The bound's FLOPs use
+    the crops its last run encoded."""
+    modes = report["runtime"].get("modes")
+    if not modes:
+        return []
+    exact, ref = report["runtime"]["clip"], report["reference"].get("clip")
+    rows = []
+    for name, run in {"exact": exact, **modes}.items():
+        for k, record in run["ks"].items():
+            crops = record.get("local_computed") or int(k)
+            median = record["latency_ms"]["median"]
+            other = ref["ks"][k]["latency_ms"]["median"] if ref else None
+            graphs = (("clip_trunk", "1", 1.0), ("clip_masked_head", k, 1.0),
+                      ("clip_image", str(crops), 1.0), ("clip_text", "query", 1.0))
+            gflop = floors.gflop(graphs) if floors.flops and str(crops) in \
+                floors.flops["clip_image"] else None
+            rows.append([name, k, str(crops), ms(median),
+                         ratio(exact["ks"][k]["latency_ms"]["median"] / median),
+                         ratio(other / median if other else None),
+                         NONE if gflop is None else f"{gflop:.1f}",
+                         "yes" if record["index"] == exact["ks"][k]["index"] else "no"])
+    header = ["mode", "K", "crops encoded", "median ms", "exact / mode", "reference / mode",
+              "GFLOP", "same index as exact"]
+    return ["### Fast modes over K (JPEG + K masks + expression → chosen index)", "",
+            table(header, rows), "",
+            "Random weights: the index column says only whether the shortcut changed this one "
+            "choice; agreement is measured on the demo pack (benchmarks/fast_modes.py). int8 "
+            "GFLOP are int8 operations."]
+
+
 def _over_expressions(report: Json) -> list[str]:
     cfg = report["config"]
     rt, ref = report["runtime"]["clip"], report["reference"].get("clip")
@@ -294,6 +325,8 @@ def render(report: Json) -> str:
     title = (f"CLIP {cfg['geometry']}" + (f" + {cfg['proposer']}" if cfg["proposer"] else "")
              + ", random weights") if pack["random_weights"] else f"pack {pack['path']}"
     lines = [f"## zsris-rt bench: {title}", "", *_header(report), "", *_over_k(report, floors)]
+    modes = _modes(report, floors)
+    lines += ["", *modes] if modes else []
     rt, ref = report["runtime"]["clip"], report["reference"].get("clip")
     for k in rt["ks"]:
         lines += ["", f"### Stages at K = {k} (ms; floor = the stage's FLOPs at the matmul rate)",

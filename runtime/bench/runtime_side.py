@@ -17,7 +17,7 @@ def _load(spec: Json) -> tuple[Any, Json]:
     from zsris_rt import Segmenter
 
     start = time.perf_counter()
-    seg = Segmenter.from_pack(spec["pack"], threads=spec["threads"])
+    seg = Segmenter.from_pack(spec["pack"], threads=spec["threads"], **spec.get("mode", {}))
     return seg, {"startup_s": time.perf_counter() - start, "rss_after_load": peak_rss()}
 
 
@@ -49,7 +49,8 @@ def clip_runs(spec: Json) -> Json:
         times, results, extra = timed_runs(segment, seg.clear_caches, warmup, runs)
         last = results[-1]
         out["ks"][str(k)] = {**latency(times, extra, timings[warmup:]),
-                             "scores": [float(v) for v in last.scores], "index": last.index}
+                             "scores": [float(v) for v in last.scores], "index": last.index,
+                             "local_computed": last.local_computed}
     phrases = seg.parser.parse(text)
     batch = seg.tokenizer.encode(list(dict.fromkeys([phrases.sentence, phrases.noun_phrase])))
     out["text_input"] = {"batch": len(batch.ids), "length": int(batch.end_index.max()) + 1,
@@ -98,3 +99,12 @@ def proposer_runs(spec: Json) -> Json:
     out["propose"] = {**latency(times, extra, timings[spec["warmup"]:]),
                       "masks_kept": kept[spec["warmup"]:]}
     return {**out, **_process(seg)}
+
+
+def quantize(spec: Json) -> Json:
+    """int8 graphs for a random pack (export side, but torch-free), timed."""
+    from zsris_rt.export.quantize import quantize_pack
+
+    start = time.perf_counter()
+    written = quantize_pack(spec["pack"], spec["calib"], threads=spec["threads"])
+    return {"seconds": time.perf_counter() - start, "graphs": sorted(written)}

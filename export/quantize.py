@@ -1,0 +1,284 @@
+"""`zsris-export quantize`: int8 variants of a pack's graphs for ONNX Runtime CPU.
+
+What is quantised: MatMul, Gemm and Conv weights (per output channel by default) and their input
+activations; LayerNormalization, Softmax and every Gather (the text tower's end-token pick
+above all) stay fp32, since their int8 versions cost accuracy and save no time. Static QDQ with
+ranges from the graph's real inputs (`zsris_rt.calibration`) is tried first; dynamic quantisation
+(ranges per call, weights only pre-quantised) is kept instead when static fails or matches fp32
+less well on the calibration inputs.
+
+Which graphs by default (DEFAULT_GRAPHS), from the measurements in the module's report: the crop
+encoder (clip_image, ~3/4 of a query's FLOPs), the trunk and the masked head are MatMul-bound
+ViT blocks where int8 pays. The text tower runs once per new expression on 2 short rows (its
+cost hides behind the cache) and the proposer's decoder is dominated by small non-MatMul ops,
+so neither gains speed worth its accuracy loss; the proposer encoder (a SAM ViT) does gain, but
+its masks feed every later stage, so it is quantised only when asked for by name.
+
+A pack is changed atomically: new graphs are written under hidden names, renamed in place at the
+end, and the manifest is rewritten last; on any failure the pack is left as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from zsris_rt.calibration import Entry, collect_graph_inputs, list_images
+from zsris_rt.errors import ZsrisError
+from zsris_rt.pack import CLIP_GRAPHS, PROPOSER_GRAPHS, load_pack, sha256_file, write_manifest
+
+PRECISION = "int8"
+DEFAULT_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_image")
+QUANTISED_OPS = ("MatMul", "Gemm", "Conv")
+KEPT_FP32_OPS = ("LayerNormalization", "Softmax", "Gather", "GatherElements")
+METHODS = ("static", "dynamic")
+
+
+@dataclass
+class Quantised:
+    """One graph's int8 file (under its temporary name) and what its manifest entry records."""
+
+    graph: str
+    temp: Path
+    method: str
+    fmt: str
+    kept_fp32: list[str]
+    cosine: tuple[float, float]
+
+
+def _excluded_nodes(model) -> list[str]:  # model: onnx.ModelProto
+    """Names of the nodes kept fp32 by name: every Gather-family node (the end-token pick of the
+    text tower is a GatherElements on the final LayerNorm's output)."""
+    return [n.name for n in model.graph.node if n.op_type in ("Gather", "GatherElements")]
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader over recorded entries."""
+
+    def __init__(self, entries: list[Entry]) -> None:
+        self.entries = entries
+        self.rewind()
+
+    def get_next(self) -> Entry | None:
+        return next(self._items, None)
+
+    def rewind(self) -> None:
+        self._items = iter(self.entries)
+
+
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options,
+                                providers=["CPUExecutionProvider"])
+
+
+def output_cosine(reference: Path, candidate: Path, entries: list[Entry],
+                  threads: int = 1) -> tuple[float, float]:
+    """(min, mean) cosine between the first outputs of two graphs over `entries`, one value per
+    output row (a feature vector, or a flattened mask / embedding)."""
+    ref, cand = _session(reference, threads), _session(candidate, threads)
+    values = []
+    for entry in entries:
+        a = ref.run(None, entry)[0].astype(np.float64)
+        b = cand.run(None, entry)[0].astype(np.float64)
+        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+        values.extend((a * b).sum(axis=1) / np.maximum(norms, 1e-30))
+    return float(np.min(values)), float(np.mean(values))
+
+
+def quantise_file(src: Path, dst: Path, entries: list[Entry], method: str,
+                  per_channel: bool = True) -> str:
+    """Write the int8 version of ONNX graph `src` to `dst` by `method`; returns its format."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="zsris-quant-") as work:
+        prepared = Path(work) / "prepared.onnx"
+        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        excluded = _excluded_nodes(onnx.load(str(prepared), load_external_data=False))
+        if method == "dynamic":
+            quantize_dynamic(str(prepared), str(dst), per_channel=per_channel,
+                             weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=excluded,
+                             extra_options={"MatMulConstBOnly": True})
+            return "QOperator"
+        quantize_static(str(prepared), str(dst), _Reader(entries),
+                        quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=list(QUANTISED_OPS), nodes_to_exclude=excluded,
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options={"MatMulConstBOnly": True})
+        return "QDQ"
+
+
+def _quantise_graph(root: Path, graph: str, src: Path, entries: list[Entry], method: str,
+                    per_channel: bool, threads: int, say: Callable[[str], None]) -> Quantised:
+    """Static (falling back to dynamic when static fails or is worse), or dynamic alone."""
+    import onnx
+
+    tried: list[Quantised] = []
+    errors: list[str] = []
+    for how in (("static", "dynamic") if method == "static" else ("dynamic",)):
+        fd, name = tempfile.mkstemp(prefix=f".{graph}.int8-{how}-", suffix=".partial", dir=root)
+        os.close(fd)
+        temp = Path(name)
+        try:
+            fmt = quantise_file(src, temp, entries, how, per_channel)
+        except Exception as exc:  # onnxruntime.quantization raises bare Exceptions
+            temp.unlink(missing_ok=True)
+            errors.append(f"{how}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            say(f"{graph}: {errors[-1]}")
+            continue
+        cosine = output_cosine(src, temp, entries, threads)
+        excluded = _excluded_nodes(onnx.load(str(temp), load_external_data=False))
+        tried.append(Quantised(graph, temp, how, fmt, [*KEPT_FP32_OPS, *excluded], cosine))
+        say(f"{graph}: {how} {fmt}, cosine vs fp32 min {cosine[0]:.4f} mean {cosine[1]:.4f}")
+    if not tried:
+        raise ZsrisError(f"cannot quantise {graph}: {'; '.join(errors)}")
+    best = max(tried, key=lambda q: q.cosine[0])
+    for other in tried:
+        if other is not best:
+            other.temp.unlink(missing_ok=True)
+    return best
+
+
+def image_digest(paths: Sequence[Path]) -> str:
+    """sha256 over the sorted sha256 digests of the calibration images (order-independent)."""
+    digests = sorted(sha256_file(p) for p in paths)
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def quantize_pack(pack_root: str | os.PathLike[str], calib: Sequence[str | os.PathLike[str]],
+                  graphs: Sequence[str] | None = None, method: str = "static",
+                  per_channel: bool = True, force: bool = False, threads: int = 1,
+                  per_graph: int = 64,
+                  say: Callable[[str], None] = lambda _: None) -> dict[str, dict]:
+    """Add int8 variants of `graphs` (default DEFAULT_GRAPHS) to a verified pack, calibrated on
+    the images `calib` names; returns the manifest entries written, by graph."""
+    if method not in METHODS:
+        raise ZsrisError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
+    if not calib:
+        raise ZsrisError("no calibration images given (--calib IMAGES...)")
+    root = Path(pack_root)
+    pack = load_pack(root, verify=True)
+    manifest = pack.manifest
+    available = CLIP_GRAPHS + (PROPOSER_GRAPHS if manifest.proposer is not None else ())
+    chosen = list(dict.fromkeys(graphs or DEFAULT_GRAPHS))
+    unknown = [g for g in chosen if g not in available]
+    if unknown:
+        raise ZsrisError(f"pack {root} has no graph {', '.join(unknown)} (it has: "
+                         f"{', '.join(available)})")
+    existing = [g for g in chosen if PRECISION in manifest.graphs[g].get("variants", {})]
+    if existing and not force:
+        raise ZsrisError(f"pack {root} already has int8 {', '.join(existing)} "
+                         "(use --force to replace)")
+    images = list_images(calib)
+    say(f"calibrate on {len(images)} images")
+    inputs = collect_graph_inputs(pack, images, per_graph=per_graph, threads=threads)
+    done: list[Quantised] = []
+    backups: list[tuple[Path, Path]] = []
+    moved: list[Path] = []
+    try:
+        for graph in chosen:
+            src = pack.graph_path(graph, "fp32")
+            done.append(_quantise_graph(root, graph, src, inputs[graph], method, per_channel,
+                                        threads, say))
+        entries = {}
+        calibration = {"images": len(images), "sha256": image_digest(images)}
+        for q in done:
+            final = root / f"{q.graph}.{PRECISION}.onnx"
+            if final.exists():
+                fd, name = tempfile.mkstemp(prefix=f".{final.name}.old-", dir=root)
+                os.close(fd)
+                os.replace(final, name)
+                backups.append((Path(name), final))
+            os.replace(q.temp, final)
+            moved.append(final)
+            entries[q.graph] = {
+                "file": final.name, "files": [final.name], "method": q.method, "format": q.fmt,
+                "per_channel": per_channel, "calibration": calibration,
+                "kept_fp32": q.kept_fp32,
+                "cosine_vs_fp32": {"min": q.cosine[0], "mean": q.cosine[1],
+                                   "entries": len(inputs[q.graph])},
+            }
+        for graph, entry in entries.items():
+            manifest.graphs[graph].setdefault("variants", {})[PRECISION] = entry
+            manifest.files[entry["file"]] = ""
+        write_manifest(root, manifest)
+    except BaseException:
+        for path in moved:
+            path.unlink(missing_ok=True)
+        for backup, final in backups:
+            os.replace(backup, final)
+        raise
+    finally:
+        for q in done:
+            q.temp.unlink(missing_ok=True)
+    for backup, _ in backups:
+        backup.unlink(missing_ok=True)
+    return entries
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """The `quantize` subcommand of `zsris-export`."""
+    quant = subparsers.add_parser(
+        "quantize", help="add int8 graphs (ONNX Runtime CPU) to a pack",
+        description="Quantise graphs of a verified pack to int8 for ONNX Runtime CPU, calibrated "
+                    "on the given images; writes <graph>.int8.onnx beside each graph and records "
+                    "the variant (method, calibration, cosine vs fp32) in the manifest. Run with "
+                    "`zsris-rt ... --precision int8`.")
+    quant.add_argument("pack", help="pack folder (verified first)")
+    quant.add_argument("--calib", nargs="+", required=True, metavar="IMAGES",
+                       help="calibration images: files, folders or glob patterns (a few dozen "
+                            "images like the ones the pack will see)")
+    quant.add_argument("--graphs", nargs="+", metavar="G",
+                       help=f"graphs to quantise (default: {' '.join(DEFAULT_GRAPHS)})")
+    quant.add_argument("--method", choices=METHODS, default="static",
+                       help="static: calibrated QDQ, dynamic kept where that matches fp32 "
+                            "better; dynamic: dynamic only (default static)")
+    quant.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                       help="per-output-channel weight scales (default on)")
+    quant.add_argument("--per-graph", type=int, default=64,
+                       help="calibration entries per graph (default 64)")
+    quant.add_argument("--threads", type=int, default=1,
+                       help="ONNX Runtime threads for calibration (default 1)")
+    quant.add_argument("--force", action="store_true", help="replace existing int8 variants")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `zsris-export quantize`; a ZsrisError is left to the caller's one-line report."""
+    start = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    entries = quantize_pack(args.pack, args.calib, args.graphs, args.method, args.per_channel,
+                            args.force, args.threads, args.per_graph, say)
+    say(f"done   {args.pack}: int8 {', '.join(entries)}")
+    return 0
+
+
+__all__ = ["DEFAULT_GRAPHS", "add_parser", "output_cosine", "quantise_file", "quantize_pack",
+           "run"]

@@ -1,0 +1,245 @@
+"""`zsris-rt check`: does a backend, precision or pruning mode give the answers of exact fp32 on
+the CPU, for your pack and your images? The tool to run after building engines or quantising.
+
+Two levels. Graphs: every graph gets the inputs it really receives on the images (recorded from
+the fp32 CPU pipeline) on both sides: max difference, feature cosine. Queries: each image ×
+expression is answered by both sides on the same candidate masks (the reference's), so the choice
+is compared alone (argmax agreement), and again with the mode's own proposals (IoU of the chosen
+masks: what a robot would get).
+
+Exit status: 0, or 1 when the argmax agreement falls below --min-agreement; 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backends import Backend
+from .errors import NoMaskError, ZsrisError
+from .maskops import mask_iou
+from .segmenter import Segmenter
+
+SYNTHETIC_SCENES = 12  # default image set: drawn by synth's generator, with their expressions
+
+
+@dataclass
+class Query:
+    image: np.ndarray
+    texts: list[str]
+
+
+def synthetic_queries(count: int = SYNTHETIC_SCENES, seed: int = 0) -> list[Query]:
+    """Scenes of the demo pack's world with expressions true of one object each: a default for
+    the demo pack; a real pack should be checked on its user's own images."""
+    from .synthetic_refer import describe, draw_scene
+
+    rng = np.random.default_rng(seed)
+    queries = []
+    for _ in range(count):
+        scene = draw_scene(rng)
+        texts = [e.sentence for obj in scene.objects for e in describe(obj, scene.objects)[:1]]
+        queries.append(Query(scene.image, texts[:4]))
+    return queries
+
+
+def _rows(array: np.ndarray) -> np.ndarray:
+    return array.reshape(array.shape[0], -1).astype(np.float64) if array.ndim > 1 else \
+        array.reshape(1, -1).astype(np.float64)
+
+
+def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    a, b = _rows(got), _rows(want)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+
+
+def compare_graphs(candidate: Backend, reference: Backend,
+                   inputs: dict[str, list[dict[str, np.ndarray]]]) -> dict[str, dict[str, Any]]:
+    """Per graph and output: max |difference|, that relative to the reference's max |value|,
+    and the min / mean cosine of output rows (one row per mask, prompt or expression)."""
+    report: dict[str, dict[str, Any]] = {}
+    for graph, entries in inputs.items():
+        diffs: dict[int, list[float]] = {}
+        scale: dict[int, float] = {}
+        cosines: dict[int, list[np.ndarray]] = {}
+        for entry in entries:
+            want = reference.run(graph, entry)
+            got = candidate.run_batched(graph, entry, _batched(entry, want))
+            for i, (g, w) in enumerate(zip(got, want, strict=True)):
+                g = np.asarray(g, dtype=np.float64)
+                diffs.setdefault(i, []).append(float(np.abs(g - w).max()) if w.size else 0.0)
+                scale[i] = max(scale.get(i, 0.0), float(np.abs(w).max()) if w.size else 0.0)
+                cosines.setdefault(i, []).append(_cosines(g, w))
+        report[graph] = {"calls": len(entries), "outputs": [
+            {"max_abs_diff": max(diffs[i]),
+             "max_rel_diff": max(diffs[i]) / scale[i] if scale[i] else 0.0,
+             "min_cosine": float(np.concatenate(cosines[i]).min()),
+             "mean_cosine": float(np.concatenate(cosines[i]).mean())} for i in sorted(diffs)]}
+    return report
+
+
+def _batched(entry: dict[str, np.ndarray], outputs: list[np.ndarray]) -> tuple[str, ...]:
+    """The inputs whose leading axis is the outputs' (masks, prompts, expressions)."""
+    rows = outputs[0].shape[0] if outputs and outputs[0].ndim else None
+    names = tuple(n for n, a in entry.items() if a.ndim and a.shape[0] == rows)
+    return names or tuple(entry)[:1]
+
+
+def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequence[Query],
+                    masks_for: Callable[[np.ndarray], np.ndarray] | None = None,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Argmax agreement on the reference's masks. With a proposer (`masks_for` None), also the
+    IoU between the masks each side picks from its own proposals, and each side's time per image
+    end to end (proposer, CLIP, every expression); without one, `masks_for(image)` gives both
+    sides the same masks and the times cover CLIP and the expressions."""
+    same, total, score_diff = 0, 0, 0.0
+    ious: list[float] = []
+    times: dict[str, list[float]] = {"reference": [], "candidate": []}
+    for number, query in enumerate(queries, start=1):
+        masks = None if masks_for is None else masks_for(query.image)
+        start = time.perf_counter()
+        ref_scene = reference.encode_image(query.image, masks)
+        ref_results = [reference.query(ref_scene, t) for t in query.texts]
+        times["reference"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        try:
+            own_scene = candidate.encode_image(query.image, masks)
+            own_masks = [candidate.query(own_scene, t).mask for t in query.texts]
+        except NoMaskError:
+            own_masks = [np.zeros_like(r.mask) for r in ref_results]
+        times["candidate"].append(time.perf_counter() - start)
+        ious += [float(mask_iou(r.mask[None], m[None])[0, 0])
+                 for r, m in zip(ref_results, own_masks, strict=True)]
+        scene = own_scene if masks is not None else \
+            candidate.encode_image(query.image, ref_scene.masks)
+        for r in ref_results:
+            c = candidate.query(scene, r.text)
+            total += 1
+            same += int(r.index == c.index)
+            score_diff = max(score_diff, abs(r.score - float(c.scores[r.index])))
+        if progress is not None:
+            progress(f"image {number}/{len(queries)}: {same}/{total} choices agree so far")
+    return {"queries": total, "argmax_agreement": same / total if total else None,
+            "max_score_diff_of_exact_choice": score_diff,
+            "chosen_mask_iou": {"mean": float(np.mean(ious)) if ious else None,
+                                "share_at_least_0.9": float(np.mean(np.array(ious) >= 0.9))
+                                if ious else None},
+            "median_ms_per_image": {k: float(np.median(v)) * 1e3 for k, v in times.items() if v}}
+
+
+def _queries(images: Sequence[str] | None, texts: Sequence[str] | None) -> list[Query]:
+    if not images:
+        queries = synthetic_queries()
+        return [Query(q.image, list(texts)) for q in queries] if texts else queries
+    from .calibration import list_images
+    from .image import read_image
+
+    if not texts:
+        raise ZsrisError("--images needs --texts: the expressions to ask of them")
+    return [Query(read_image(path), list(texts)) for path in list_images(images)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .cli import add_segmenter_options
+
+    parser = argparse.ArgumentParser(
+        prog="zsris-rt check",
+        description="Compare a backend / precision / pruning mode with exact fp32 on the CPU: "
+                    "per graph (max difference, feature cosine) and per query (argmax agreement "
+                    "on the same masks, IoU of the masks each side chooses). Run it after "
+                    "`zsris-export engines` or `zsris-export quantize`, on your own images.",
+        epilog="examples:\n"
+               "  zsris-rt check engines/b32 --backend trt --precision fp16 --images photos/ "
+               "--texts \"the red mug\" \"the laptop\"\n"
+               "  zsris-rt check --precision int8 --local-top 4      (demo pack, synthetic "
+               "scenes)\n\nExit status: 0; 1 when the argmax agreement is below "
+               "--min-agreement; 2 on bad input.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pack", nargs="?", help="model pack (default: $ZSRIS_PACK, else the "
+                                                "demo pack)")
+    parser.add_argument("--images", nargs="+", metavar="IMAGE",
+                        help="image files or folders (default: 12 synthetic scenes of the demo "
+                             "pack's world, with their own expressions)")
+    parser.add_argument("--texts", nargs="+", metavar="TEXT",
+                        help="expressions asked of every image (needed with --images)")
+    parser.add_argument("--graph-inputs", type=int, default=16, metavar="N",
+                        help="recorded inputs compared per graph (default 16)")
+    parser.add_argument("--min-agreement", type=float, metavar="F",
+                        help="exit 1 when the argmax agreement is below F (e.g. 0.99)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_segmenter_options(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .backends import create_backend
+    from .calibration import collect_graph_inputs, fixed_masks
+    from .cli import load_segmenter
+
+    queries = _queries(args.images, args.texts)
+    candidate = load_segmenter(args)
+    pack = candidate.pack
+    reference = Segmenter(pack, create_backend(pack, "cpu", threads=args.threads),
+                          args.alpha, args.beta, args.spacy_model)
+    say = _progress if not args.json else None
+    masks_for = None if pack.proposer is not None else \
+        (lambda image: fixed_masks(*image.shape[:2]))
+    inputs = collect_graph_inputs(pack, [q.image for q in queries],
+                                  texts=[t for q in queries for t in q.texts],
+                                  per_graph=args.graph_inputs, threads=args.threads)
+    report: dict[str, Any] = {
+        "pack": str(args.pack), "reference": "cpu fp32, exact",
+        "candidate": {**candidate.backend.describe(), "local_top": args.local_top,
+                      "local_bound": args.local_bound},
+        "images": "synthetic scenes" if not args.images else len(queries),
+        "graphs": compare_graphs(candidate.backend, reference.backend, inputs),
+        "queries": compare_queries(candidate, reference, queries, masks_for, say)}
+    return report
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _text(report: dict[str, Any]) -> str:
+    candidate = report["candidate"]
+    lines = [f"pack {report['pack']}: {candidate['backend']} {candidate.get('precision', '')}"
+             f"{', local-top ' + str(candidate['local_top']) if candidate['local_top'] else ''}"
+             f"{', local-bound' if candidate['local_bound'] else ''} against {report['reference']}"]
+    for graph, entry in report["graphs"].items():
+        for i, out in enumerate(entry["outputs"]):
+            lines.append(f"  {graph}[{i}]: max |diff| {out['max_abs_diff']:.3g} "
+                         f"(rel {out['max_rel_diff']:.3g}), cosine min {out['min_cosine']:.5f} "
+                         f"mean {out['mean_cosine']:.5f} ({entry['calls']} calls)")
+    q = report["queries"]
+    iou = q["chosen_mask_iou"]
+    lines.append(f"  queries: {q['queries']}, argmax agreement {q['argmax_agreement']:.1%}, "
+                 f"chosen-mask IoU mean {iou['mean']:.3f} (≥ 0.9: {iou['share_at_least_0.9']:.1%})"
+                 f", ms per image {q['median_ms_per_image']['candidate']:.0f} vs "
+                 f"{q['median_ms_per_image']['reference']:.0f} exact")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import error_exit
+
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except ZsrisError as exc:
+        return error_exit("zsris-rt check", exc)
+    print(json.dumps(report, indent=2) if args.json else _text(report))
+    agreement = report["queries"]["argmax_agreement"]
+    if args.min_agreement is not None and (agreement or 0.0) < args.min_agreement:
+        print(f"zsris-rt check: argmax agreement {agreement:.1%} is below "
+              f"{args.min_agreement:.1%}", file=sys.stderr)
+        return 1
+    return 0
