@@ -37,7 +37,7 @@ from zsris_rt.pack import (
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
-from .command import TORCH_FREE, torch_free_command
+from .command import TORCH_FREE, run_torch_free, torch_free_command
 from .demo_proposer import PROPOSER_STEPS
 from .local_bound import local_norm_bound
 from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in TORCH_FREE:
-        return torch_free_command(args.command).run(args)
+        return run_torch_free(args)
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress lines say what is happening

@@ -16,7 +16,7 @@ from zsris_rt.backends.engine_build import DEFAULT_MAX_MASKS, DEFAULT_WORKSPACE_
 from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import CLIP_GRAPHS, PROPOSER_GRAPHS, load_pack
 
-GPU_SECTION = "the README's \"GPU notes\" section"
+GPU_SECTION = "the README's \"GPU / Jetson\" section"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -45,8 +45,8 @@ def synthetic_queries(count: int = SYNTHETIC_SCENES, seed: int = 0) -> list[Quer
     queries = []
     for _ in range(count):
         scene = draw_scene(rng)
-        texts = [e.sentence for obj in scene.objects for e in describe(obj, scene.objects)[:1]]
-        queries.append(Query(scene.image, texts[:4]))
+        texts = [e.text for obj in scene.objects for e in describe(obj, scene.objects)[:1]]
+        queries.append(Query(scene.pixels, texts[:4]))
     return queries
 
 
@@ -124,7 +124,8 @@ def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequenc
             c = candidate.query(scene, r.text)
             total += 1
             same += int(r.index == c.index)
-            score_diff = max(score_diff, abs(r.score - float(c.scores[r.index])))
+            if np.isfinite(c.scores[r.index]):  # a pruned query may not have scored it
+                score_diff = max(score_diff, abs(r.score - float(c.scores[r.index])))
         if progress is not None:
             progress(f"image {number}/{len(queries)}: {same}/{total} choices agree so far")
     return {"queries": total, "argmax_agreement": same / total if total else None,

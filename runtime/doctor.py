@@ -103,12 +103,13 @@ def _tensorrt() -> dict[str, Any]:
 
 def _module_version(name: str) -> str | None:
     """A module's __version__ when its distribution has no metadata (JetPack's TensorRT)."""
-    if importlib.util.find_spec(name) is None:
-        return None
     try:
-        return getattr(importlib.import_module(name), "__version__", "unknown version")
+        module = importlib.import_module(name)
+    except ImportError:
+        return None
     except Exception as exc:  # a broken install raises anything; report it
         return f"fails to import: {' '.join(str(exc).split())[:120]}"
+    return getattr(module, "__version__", "unknown version")
 
 
 def _engines(root: Path) -> list[str] | str:

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from zsris_rt import doctor, maskops
 from zsris_rt.cli import main as cli_main
 
@@ -84,3 +86,41 @@ def test_main_help_lists_doctor(capsys):
     except SystemExit as exit_:
         assert exit_.code == 0
     assert "zsris-rt doctor" in capsys.readouterr().out
+
+
+def test_tensorrt_and_the_backend_auto_picks_here(capsys, pack_dir):
+    """This machine has neither TensorRT nor a GPU: doctor says so and `auto` falls to the CPU,
+    naming why it passed over each better backend."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here")
+    code, out = run_doctor(capsys, "--pack", str(pack_dir), "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["tensorrt"]["usable"].startswith("no: tensorrt is not installed")
+    assert report["backends"]["auto_picks"] == "cpu"
+    assert set(report["backends"]["passed_over"]) == {"trt", "cuda"}
+    assert report["engines"].startswith("none in ")
+
+
+def test_cached_engines_are_listed_and_auto_picks_trt(capsys, monkeypatch, tmp_path, pack_dir):
+    """With (fake) TensorRT and every engine of the pack built, doctor lists the engines and
+    `--backend auto` would take TensorRT."""
+    from fake_tensorrt import install
+
+    from zsris_rt.backends.tensorrt import TrtBackend
+    from zsris_rt.pack import load_pack
+
+    install(monkeypatch, "10.3.0")
+    monkeypatch.setenv("ZSRIS_ENGINE_CACHE", str(tmp_path))
+    trt = TrtBackend(load_pack(pack_dir), precision="fp32")
+    for graph in ("clip_trunk", "clip_masked_head", "clip_image", "clip_text"):
+        trt.prepare(graph)
+    code, out = run_doctor(capsys, "--pack", str(pack_dir), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["tensorrt"]["usable"] == "yes"
+    assert report["tensorrt"]["tensorrt"] == "10.3.0"
+    assert len(report["engines"]) == 4 and all("fp32 (TensorRT 10.3.0" in e
+                                                for e in report["engines"])
+    assert report["backends"] == {"auto_picks": "trt", "passed_over": {}}

@@ -295,6 +295,23 @@ def test_a_cached_plan_is_reused(fake10: FakeGpu, demo, tmp_path: Path) -> None:
         {"clip_trunk", "clip_image", "prop_encoder", "prop_decoder"}
 
 
+def test_an_engine_of_another_masks_profile_is_found(fake10: FakeGpu, demo,
+                                                     tmp_path: Path) -> None:
+    """`zsris-export engines --max-masks 64`, then `--backend trt` (no max given): the runtime
+    and `auto` use that engine instead of building one of the default profile."""
+    from zsris_rt.backends.tensorrt import engines_missing
+
+    backend(demo, tmp_path, max_masks=64).prepare("clip_image")
+    assert len(fake10.builds) == 1
+    assert "clip_image" not in engines_missing(demo, "fp32", tmp_path)
+    assert "clip_image" in engines_missing(demo, "fp32", tmp_path, max_masks=128)
+    runtime = backend(demo, tmp_path, build_missing=False)
+    runtime.prepare("clip_image")
+    assert len(fake10.builds) == 1 and runtime.max_batch("clip_image") == 64
+    with pytest.raises(ZsrisError, match="no fp32 TensorRT engine of clip_image"):
+        backend(demo, tmp_path, max_masks=128, build_missing=False).prepare("clip_image")
+
+
 def _plan_with_version(plan: bytes, version: str) -> bytes:
     header = read_plan_header(plan)
     header["version"] = version

@@ -94,6 +94,22 @@ class EngineCache:
         atomic_write(path.with_suffix(".json"), json.dumps(sidecar, indent=2).encode())
         return path
 
+    def with_any_profile(self, key: EngineKey) -> Path | None:
+        """A plan matching `key` in everything but the profile (built with another
+        `--max-masks`), the newest; None when there is none."""
+        wanted = {k: v for k, v in key.parts().items() if k != "profile"}
+        found = []
+        for sidecar in self.root.glob(f"{key.graph}-{key.precision}-*.json"):
+            try:
+                info = json.loads(sidecar.read_text())
+            except (OSError, ValueError):
+                continue
+            plan = sidecar.with_suffix(".plan")
+            if isinstance(info, dict) and plan.is_file() and \
+                    all(info.get(k) == v for k, v in wanted.items()):
+                found.append((str(info.get("built_at", "")), plan))
+        return max(found)[1] if found else None
+
     def timing_cache_path(self, tensorrt: str, gpu: str, compute_capability: str) -> Path:
         """One timing cache per GPU model and TensorRT version, shared by all graphs."""
         slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower() or "gpu"

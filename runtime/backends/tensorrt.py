@@ -74,15 +74,21 @@ def engine_key(pack: Pack, graph: str, precision: str, tensorrt: str, gpu: str,
 
 
 def engines_missing(pack: Pack, precision: str, cache_dir: Path | None = None,
-                    max_masks: int = DEFAULT_MAX_MASKS) -> list[str]:
-    """The graphs of `pack` with no cached engine for this GPU and TensorRT (needs both)."""
+                    max_masks: int | None = None) -> list[str]:
+    """The graphs of `pack` with no cached engine for this GPU and TensorRT (needs both); with
+    `max_masks` None, an engine of any masks profile counts."""
     import tensorrt
 
     gpu, capability = device_identity(import_cudart())
     cache = EngineCache(cache_dir)
-    return [g for g in pack_graphs(pack) if not cache.plan_path(
-        engine_key(pack, g, precision, tensorrt.__version__, gpu, capability, max_masks)
-    ).is_file()]
+    missing = []
+    for graph in pack_graphs(pack):
+        key = engine_key(pack, graph, precision, tensorrt.__version__, gpu, capability,
+                         DEFAULT_MAX_MASKS if max_masks is None else max_masks)
+        if not cache.plan_path(key).is_file() and \
+                (max_masks is not None or cache.with_any_profile(key) is None):
+            missing.append(graph)
+    return missing
 
 
 class _Engine:
@@ -134,6 +140,9 @@ class TrtBackend(Backend):
             raise ZsrisError(f"unknown TensorRT precision {precision!r} (fp32, fp16 or int8)")
         self.pack, self.precision = pack, precision
         self.cache = EngineCache(cache_dir)
+        # None: reuse an engine of any masks profile (`zsris-export engines --max-masks N`),
+        # building one of DEFAULT_MAX_MASKS when there is none.
+        self.any_profile = max_masks is None
         self.max_masks = DEFAULT_MAX_MASKS if max_masks is None else int(max_masks)
         self.build_missing, self.calibration = build_missing, calibration or {}
         self.progress, self.workspace_mb = progress, workspace_mb
@@ -188,6 +197,8 @@ class TrtBackend(Backend):
         if graph not in pack_graphs(self.pack):
             raise ZsrisError(f"pack {self.pack.root} has no graph {graph!r}")
         path = self.cache.plan_path(self.key(graph))
+        if not path.is_file() and self.any_profile:
+            path = self.cache.with_any_profile(self.key(graph)) or path
         engine = None
         if path.is_file():
             engine = self._deserialize(path.read_bytes())

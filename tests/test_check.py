@@ -1,0 +1,102 @@
+"""`zsris-rt check`: its figures against differences made on purpose and counted here."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import random_scene
+from zsris_rt import Segmenter
+from zsris_rt.backends import Backend, create_backend
+from zsris_rt.check import Query, compare_graphs, compare_queries
+from zsris_rt.cli import main
+from zsris_rt.pack import load_pack
+
+TEXTS = ["the red mug", "a dog on the left", "the biggest thing"]
+
+
+class Noisy(Backend):
+    """The CPU backend with a known relative error added to every float output."""
+
+    name = "noisy"
+
+    def __init__(self, inner: Backend, scale: float) -> None:
+        self.inner, self.scale = inner, scale
+        self.rng = np.random.default_rng(0)
+
+    def run(self, graph, inputs):
+        outputs = self.inner.run(graph, inputs)
+        return [o + self.scale * np.abs(o).max() * self.rng.standard_normal(o.shape)
+                .astype(o.dtype) for o in outputs]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("check")
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        image, _ = random_scene(rng, 80, 100, 1)
+        cv2.imwrite(str(folder / f"image-{i}.png"), image[:, :, ::-1])
+    return folder
+
+
+def test_graph_figures_measure_the_difference(pack_dir):
+    pack = load_pack(pack_dir)
+    cpu = create_backend(pack, "cpu")
+    rng = np.random.default_rng(1)
+    entry = {"images": rng.standard_normal((3, 3, 224, 224), dtype=np.float32)}
+    exact = compare_graphs(cpu, cpu, {"clip_image": [entry]})["clip_image"]["outputs"][0]
+    assert exact["max_abs_diff"] == 0 and exact["min_cosine"] == 1.0
+    noisy = Noisy(cpu, 0.05)
+    report = compare_graphs(noisy, cpu, {"clip_image": [entry]})["clip_image"]["outputs"][0]
+    want = cpu.run("clip_image", entry)[0].astype(np.float64)
+    got = Noisy(cpu, 0.05).run("clip_image", entry)[0].astype(np.float64)  # same seed, same noise
+    cosines = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert report["max_abs_diff"] == pytest.approx(np.abs(got - want).max())
+    assert report["min_cosine"] == pytest.approx(cosines.min())
+    assert report["max_rel_diff"] == pytest.approx(np.abs(got - want).max() / np.abs(want).max())
+
+
+def test_query_agreement_is_counted(segmenter, pack_dir):
+    rng = np.random.default_rng(2)
+    queries, masks = [], {}
+    for _ in range(3):
+        image, m = random_scene(rng, 70, 90, 5)
+        queries.append(Query(image, TEXTS))
+        masks[image.tobytes()] = m
+    other = Segmenter.from_pack(pack_dir, alpha=0.0)
+    report = compare_queries(other, segmenter, queries, lambda image: masks[image.tobytes()])
+    same = [segmenter.segment(q.image, t, masks[q.image.tobytes()]).index ==
+            other.segment(q.image, t, masks[q.image.tobytes()]).index
+            for q in queries for t in q.texts]
+    assert report["queries"] == 9 and report["argmax_agreement"] == pytest.approx(np.mean(same))
+    itself = compare_queries(segmenter, segmenter, queries, lambda image: masks[image.tobytes()])
+    assert itself["argmax_agreement"] == 1.0 and itself["max_score_diff_of_exact_choice"] == 0
+    assert itself["chosen_mask_iou"]["mean"] == 1.0
+
+
+def test_cli_report_and_exit_status(capsys, pack_dir, images):
+    args = ["check", str(pack_dir), "--images", str(images), "--texts", *TEXTS, "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["candidate"]["backend"] == "cpu"
+    assert set(report["graphs"]) == {"clip_trunk", "clip_masked_head", "clip_image", "clip_text"}
+    assert all(o["max_abs_diff"] == 0 for g in report["graphs"].values() for o in g["outputs"])
+    assert report["queries"]["queries"] == 6 and report["queries"]["argmax_agreement"] == 1.0
+    pruned = main(["check", str(pack_dir), "--images", str(images), "--texts", *TEXTS,
+                   "--local-top", "1", "--min-agreement", "1.0", "--json"])
+    out, err = capsys.readouterr()
+    agreement = json.loads(out)["queries"]["argmax_agreement"]
+    assert pruned == (0 if agreement == 1.0 else 1)
+    assert agreement == 1.0 or "below 100.0%" in err
+
+
+def test_bad_input_is_one_line(capsys, pack_dir, images):
+    assert main(["check", str(pack_dir), "--images", str(images)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--texts" in err
+    assert main(["check", str(pack_dir), "--images", str(images / "none"), "--texts", "a"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
