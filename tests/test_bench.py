@@ -34,10 +34,32 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     stderr = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stderr(stderr):
         patch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` → ImportError
-        code = main(["bench", "--smoke", "--work", str(out / "work"), "--json", str(paths.json),
+        code = main(["bench", "--smoke", "--modes", "top1,int8+top1", "--work", str(out / "work"),
+                     "--json", str(paths.json),
                      "--markdown", str(paths.markdown), "--plot", str(paths.plot)])
     return SimpleNamespace(code=code, stderr=stderr.getvalue(), **vars(paths),
                            report=json.loads(paths.json.read_text()) if code == 0 else None)
+
+
+def test_smoke_times_the_fast_modes(smoke: SimpleNamespace) -> None:
+    """Each mode ran in a torch-free process of its own at every K, encoding the crops it
+    should; int8 ran the pack's int8 graphs, made on first use."""
+    assert smoke.code == 0, smoke.stderr
+    report = smoke.report
+    assert report["config"]["modes"] == ["exact", "top1", "int8+top1"]
+    assert sorted(report["quantize"]["graphs"]) == ["clip_image", "clip_masked_head",
+                                                   "clip_trunk"]
+    exact = report["runtime"]["clip"]["ks"]["2"]
+    assert exact["local_computed"] == 2
+    for name, precision in (("top1", "fp32"), ("int8+top1", "int8")):
+        process = report["modes"][name]
+        assert not process["torch_in_sys_modules"]
+        assert process["backend"]["precision"] == precision
+        assert process["ks"]["2"]["local_computed"] == 1
+        assert process["expressions"] == {}
+    assert set(report["flops"]["clip_image"]) - {"parameters"} == {"1", "2"}
+    markdown = smoke.markdown.read_text()
+    assert "### Fast modes over K" in markdown and "| int8+top1 | 2 | 1 |" in markdown
 
 
 def _series(process: dict) -> list[dict]:

@@ -280,7 +280,7 @@ class Bench:
             return
         if any(m.precision == "int8" for m in modes) and not self.int8_ready(pack, image):
             modes = [m for m in modes if m.precision != "int8"]
-        results = self.report["runtime"]["modes"] = {}
+        results = self.report["modes"] = {}
         for mode in modes:
             wait_for_quiet(self.cfg.wait_quiet, self.report)
             say(f"runtime, mode {mode.name}: {self.cfg.warmup} warm-up + {self.cfg.runs} runs "
@@ -391,8 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         return error_exit("zsris-rt bench", exc)
     except KeyboardInterrupt:
         return 130
-    leaked = report["runtime"]["clip"]["torch_in_sys_modules"] or \
-        report["runtime"].get("proposer", {}).get("torch_in_sys_modules", False)
+    processes = [*report["runtime"].values(), *report.get("modes", {}).values()]
+    leaked = any(p["torch_in_sys_modules"] for p in processes)
     if leaked:
         say("torch was loaded in the runtime's process")
     say(f"done in {elapsed():.0f} s")

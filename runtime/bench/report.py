@@ -210,7 +210,7 @@ def _over_k(report: Json, floors: Floors) -> list[str]:
 def _modes(report: Json, floors: Floors) -> list[str]:
     """Each fast mode against exact (this run) and the reference, per K. The bound's FLOPs use
     the crops its last run encoded."""
-    modes = report["runtime"].get("modes")
+    modes = report.get("modes")
     if not modes:
         return []
     exact, ref = report["runtime"]["clip"], report["reference"].get("clip")
@@ -296,14 +296,15 @@ def _proposer(report: Json, floors: Floors) -> list[str]:
 
 def _processes(report: Json) -> list[str]:
     rows = []
-    for side in ("runtime", "reference"):
-        for part, p in report[side].items():
-            shares = [r["other_processes_cpu_share"] for r in _series(p)]
-            rows.append([f"{side} {part}", f"{p['startup_s']:.1f}",
-                         f"{p['rss_after_load']['ru_maxrss_mb']:.0f}",
-                         f"{p['rss']['ru_maxrss_mb']:.0f}",
-                         ", ".join(p["heavy_modules_loaded"]) or "none",
-                         f"{100 * max(shares):.0f} %"])
+    processes = [(f"{side} {part}", p) for side in ("runtime", "reference")
+                 for part, p in report[side].items()]
+    processes += [(f"runtime mode {name}", p) for name, p in report.get("modes", {}).items()]
+    for name, p in processes:
+        shares = [r["other_processes_cpu_share"] for r in _series(p)]
+        rows.append([name, f"{p['startup_s']:.1f}", f"{p['rss_after_load']['ru_maxrss_mb']:.0f}",
+                     f"{p['rss']['ru_maxrss_mb']:.0f}",
+                     ", ".join(p["heavy_modules_loaded"]) or "none",
+                     f"{100 * max(shares):.0f} %"])
     return ["### Processes", "", table(
         ["process", "load s", "RSS after load MiB", "peak RSS MiB",
          "torch / transformers / onnx loaded", "other processes' CPU share (max)"], rows), "",
