@@ -8,7 +8,8 @@ exact fp32 does, and compares each sentence's choice with exact fp32's: argmax a
 same candidate chosen, on the same proposals) and IoU agreement (IoU between the two chosen masks;
 1 when they agree), beside the strict mIoU against the truth. Two proposal settings: the pack's
 defaults (few masks per image) and a loose one capped at 32 masks, the K of the speed targets.
-Prints markdown tables and writes benchmarks/results/fast-modes.json.
+Prints markdown tables and writes benchmarks/results/fast-modes.json (with eval's timings, which
+are not a latency measurement: `zsris-rt bench --modes` is).
 """
 
 from __future__ import annotations
@@ -73,12 +74,6 @@ def chosen_masks(pack: Path, data: Path, rows: list, precision: str,
     return out
 
 
-def per_image_ms(timings: dict) -> float:
-    """Pruned modes encode crops while scoring a sentence: count each image with its sentences."""
-    return timings["per_image"] + timings["per_sentence"] * timings["sentences_timed"] / \
-        timings["images_timed"]
-
-
 def overrides_of(options: list[str]) -> dict:
     pairs = zip(options[::2], options[1::2], strict=True)
     return {name[2:].replace("-", "_"): (int(v) if v.isdigit() else float(v)) for name, v in pairs}
@@ -131,14 +126,12 @@ def main() -> int:
                     "timings_ms": summary["timings_ms"]}
             report["settings"][setting] = {"options": options, "modes": table}
             print(f"\n### {setting} ({' '.join(options) or 'the pack’s generator defaults'})\n")
-            print("| mode | argmax agreement | IoU agreement | mIoU | f^L per query | "
-                  "ms per image, its sentences included |")
-            print("|---|---|---|---|---|---|")
+            print("| mode | argmax agreement | IoU agreement | mIoU | f^L per query |")
+            print("|---|---|---|---|---|")
             for mode, row in table.items():
                 local = row["local_features_per_query"]
                 print(f"| {mode} | {row['argmax_agreement']:.1%} | {row['iou_agreement']:.3f} | "
-                      f"{row['mIoU']:.1f} | {'' if local is None else f'{local:.1f}'} | "
-                      f"{per_image_ms(row['timings_ms']):.0f} |")
+                      f"{row['mIoU']:.1f} | {'' if local is None else f'{local:.1f}'} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)

@@ -153,6 +153,7 @@ def _quantise_graph(root: Path, graph: str, src: Path, entries: list[Entry], met
         fd, name = tempfile.mkstemp(prefix=f".{graph}.int8-{how}-", suffix=".partial", dir=root)
         os.close(fd)
         temp = Path(name)
+        temp.chmod(src.stat().st_mode & 0o777)  # mkstemp's 0600 would hide it from other users
         try:
             fmt = quantise_file(src, temp, entries, how, per_channel)
         except Exception as exc:  # onnxruntime.quantization raises bare Exceptions
