@@ -15,6 +15,7 @@ are not a latency measurement: `zsris-rt bench --modes` is).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -38,9 +39,11 @@ MODES: dict[str, list[str]] = {
     "top-2": ["--local-top", "2"],
     "top-4": ["--local-top", "4"],
     "top-8": ["--local-top", "8"],
+    "top-16": ["--local-top", "16"],
     "bound": ["--local-bound", "--local-top", "4"],
     "int8 + top-4": ["--precision", "int8", "--local-top", "4"],
     "int8 + top-8": ["--precision", "int8", "--local-top", "8"],
+    "int8 + top-16": ["--precision", "int8", "--local-top", "16"],
 }
 SETTINGS: dict[str, list[str]] = {
     "pack defaults": [],
@@ -52,26 +55,21 @@ SETTINGS: dict[str, list[str]] = {
 def evaluate(pack: Path, data: Path, out: Path, options: list[str]) -> dict:
     args = ["--pack", str(pack), "--data", str(data), "--dataset", "refcoco", "--split", "val",
             "--images", str(data / "images"), "--out", str(out), "--threads", "1", *options]
-    if eval_main(args) != 0:
+    with contextlib.redirect_stdout(sys.stderr):  # eval's summary lines: not this report
+        code = eval_main(args)
+    if code != 0:
         raise SystemExit(f"zsris-rt eval {' '.join(args)} failed")
     return json.loads((out / "summary.json").read_text())
 
 
-def chosen_masks(pack: Path, data: Path, rows: list, precision: str,
-                 overrides: dict) -> dict[tuple[int, int], np.ndarray]:
-    """Each row's chosen mask, from the proposals of a segmenter at `precision` (pruning does not
-    change proposals; precision may)."""
+def proposals(pack: Path, data: Path, image_ids: set[int], precision: str,
+              overrides: dict) -> dict[int, np.ndarray]:
+    """Each image's proposal masks from a segmenter at `precision` (pruning does not change
+    proposals; precision may), to look up the mask each sentence chose."""
     seg = Segmenter.from_pack(pack, precision=precision, threads=1)
     dataset = ReferDataset(data, "refcoco")
-    masks, out = {}, {}
-    for row in rows:
-        if row.skipped:
-            continue
-        if row.image_id not in masks:
-            info = dataset.images[row.image_id]
-            masks[row.image_id] = seg.propose(data / "images" / info.file_name, **overrides).masks
-        out[row.key] = masks[row.image_id][row.index]
-    return out
+    return {i: seg.propose(data / "images" / dataset.images[i].file_name, **overrides).masks
+            for i in sorted(image_ids)}
 
 
 def overrides_of(options: list[str]) -> dict:
@@ -95,6 +93,8 @@ def main() -> int:
         raise SystemExit(f"{pack} has no int8 graphs (zsris-export quantize)")
     report: dict = {"pack": str(pack), "images": args.images, "seed": args.seed, "split": "val",
                     "settings": {}}
+    lines = [f"Demo pack, val split of `zsris-rt synth --seed {args.seed} --images {args.images}`; "
+             "each mode against exact fp32 on the same sentences.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "synth"
         write_synthetic_refer(data, "refcoco", images=args.images, seed=args.seed)
@@ -107,17 +107,19 @@ def main() -> int:
                 rows = {r.key: r for r in read_rows(out / "samples.csv")[0]}
                 precision = "int8" if "int8" in mode else "fp32"
                 if precision not in masks:
-                    masks[precision] = chosen_masks(pack, data, list(rows.values()), precision,
-                                                    overrides)
+                    masks[precision] = proposals(pack, data, {r.image_id for r in rows.values()},
+                                                 precision, overrides)
                 runs[mode] = (summary, rows, precision)
-            exact_rows, exact_masks = runs["exact"][1], masks["fp32"]
+            exact_rows = runs["exact"][1]
             table = {}
             for mode, (summary, rows, precision) in runs.items():
-                both = [k for k in exact_rows if k in exact_masks and k in masks[precision]]
+                both = [k for k, r in exact_rows.items() if not r.skipped and not rows[k].skipped]
                 same = [exact_rows[k].index == rows[k].index and
                         exact_rows[k].num_masks == rows[k].num_masks for k in both]
-                ious = [float(mask_iou(exact_masks[k][None], masks[precision][k][None])[0, 0])
-                        for k in both]
+                ious = [float(mask_iou(
+                    masks["fp32"][exact_rows[k].image_id][exact_rows[k].index][None],
+                    masks[precision][rows[k].image_id][rows[k].index][None])[0, 0])
+                    for k in both]
                 table[mode] = {
                     "mIoU": summary["strict"]["mIoU"], "oIoU": summary["strict"]["oIoU"],
                     "argmax_agreement": float(np.mean(same)), "iou_agreement": float(np.mean(ious)),
@@ -125,16 +127,22 @@ def main() -> int:
                     "local_features_per_query": summary.get("local_features_per_query"),
                     "timings_ms": summary["timings_ms"]}
             report["settings"][setting] = {"options": options, "modes": table}
-            print(f"\n### {setting} ({' '.join(options) or 'the pack’s generator defaults'})\n")
-            print("| mode | argmax agreement | IoU agreement | mIoU | f^L per query |")
-            print("|---|---|---|---|---|")
+            lines += [f"### {setting} ({' '.join(options) or 'the pack’s generator defaults'}; "
+                      f"{table['exact']['masks_per_image']:.1f} masks per image)", "",
+                      "| mode | argmax agreement | IoU agreement | mIoU | f^L per query |",
+                      "|---|---|---|---|---|"]
             for mode, row in table.items():
                 local = row["local_features_per_query"]
-                print(f"| {mode} | {row['argmax_agreement']:.1%} | {row['iou_agreement']:.3f} | "
-                      f"{row['mIoU']:.1f} | {'' if local is None else f'{local:.1f}'} |")
+                lines.append(f"| {mode} | {row['argmax_agreement']:.1%} | "
+                             f"{row['iou_agreement']:.3f} | {row['mIoU']:.1f} | "
+                             f"{'' if local is None else f'{local:.1f}'} |")
+            lines.append("")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}", file=sys.stderr)
+    markdown = "\n".join(lines)
+    args.out.with_suffix(".md").write_text(markdown)
+    print(markdown)
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}", file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,19 +36,13 @@ from zsris_rt.pack import (
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
-from .command import TORCH_FREE, run_torch_free, torch_free_command
+from .command import TORCH_FREE, progress_printer, run_torch_free, torch_free_command
 from .demo_proposer import PROPOSER_STEPS
 from .local_bound import local_norm_bound
 from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
-
-
-def _progress(start: float):
-    def say(message: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-    return say
 
 
 def _checkpoint_digest(path: Path) -> str:
@@ -106,7 +99,7 @@ def export_clip_pack(args: argparse.Namespace) -> Path:
     from .onnx_clip import export_clip_graphs
     from .onnx_graph import OPSET
 
-    say = _progress(time.perf_counter())
+    say = progress_printer()
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")
@@ -168,7 +161,7 @@ def export_sam_into_pack(args: argparse.Namespace) -> Path:
     from .onnx_sam import export_proposer_graphs, proposer_settings
     from .sam_checkpoints import load_proposer
 
-    say = _progress(time.perf_counter())
+    say = progress_printer()
     root = Path(args.pack)
     pack = load_pack(root, verify=True)
     manifest = pack.manifest

@@ -12,7 +12,6 @@ import argparse
 import json
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -56,9 +55,10 @@ def build_demo_pack(args: argparse.Namespace) -> Path:
     a staging folder beside `args.out`, record the training, then move the pack into place."""
     import torch
 
-    from .cli import _progress, export_clip_pack, export_sam_into_pack
+    from .cli import export_clip_pack, export_sam_into_pack
+    from .command import progress_printer
 
-    say = _progress(time.perf_counter())
+    say = progress_printer()
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")

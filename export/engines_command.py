@@ -8,7 +8,6 @@ first query. It needs only the runtime modules (no PyTorch).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -75,11 +74,9 @@ def build_engines(args: argparse.Namespace) -> list[Path]:
     if absent:
         raise ZsrisError(f"pack {pack.root} has no {', '.join(absent)} graph (it has: "
                          f"{', '.join(available)})")
-    start = time.perf_counter()
+    from .command import progress_printer
 
-    def say(message: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
+    say = progress_printer()
     calibration = None
     if args.precision == "int8":
         from zsris_rt.calibration import collect_graph_inputs, list_images
@@ -103,14 +100,9 @@ def build_engines(args: argparse.Namespace) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run `zsris-export engines`: plan paths on stdout, progress on stderr; exit 2 with one line
-    on bad input."""
-    try:
-        plans = build_engines(args)
-    except ZsrisError as exc:
-        print(f"zsris-export engines: error: {exc}", file=sys.stderr)
-        return 2
-    for plan in plans:
+    """Run `zsris-export engines`: plan paths on stdout, progress on stderr; a ZsrisError is left
+    to the caller's one-line report (command.py)."""
+    for plan in build_engines(args):
         print(plan)
     return 0
 

@@ -28,9 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,11 +281,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `zsris-export quantize`; a ZsrisError is left to the caller's one-line report."""
-    start = time.perf_counter()
+    from .command import progress_printer
 
-    def say(message: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-
+    say = progress_printer()
     entries = quantize_pack(args.pack, args.calib, args.graphs, args.method, args.per_channel,
                             args.force, args.threads, args.per_graph, say)
     say(f"done   {args.pack}: int8 {', '.join(entries)}")

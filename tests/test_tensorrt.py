@@ -4,7 +4,6 @@ TensorRT where a GPU, tensorrt and cuda-python are present."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -483,11 +482,10 @@ def test_tensorrt_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def engines_cli(argv: list[str]) -> int:
-    from zsris_rt.export import engines_command
+    """`zsris-export engines ...` through its real entry point."""
+    from zsris_rt.export.command import main
 
-    parser = argparse.ArgumentParser(prog="zsris-export")
-    engines_command.add_parser(parser.add_subparsers(dest="command", required=True))
-    return engines_command.run(parser.parse_args(["engines", *argv]))
+    return main(["engines", *argv])
 
 
 def test_engines_command(fake10: FakeGpu, tmp_path: Path,
