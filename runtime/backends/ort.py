@@ -83,7 +83,7 @@ class OrtBackend(Backend):
             if wanted not in self._ort.get_available_providers():
                 raise ZsrisError(f"backend {self.name}: this onnxruntime ({self._ort.__version__}"
                                  f") has no {wanted} (pip install onnxruntime-gpu, in place of "
-                                 "onnxruntime; see the README's GPU section)")
+                                 "onnxruntime; see the README's \"GPU / Jetson\" section)")
             try:
                 session = self._ort.InferenceSession(
                     str(path), sess_options=options, providers=self.flavour.providers)
