@@ -225,3 +225,17 @@ def test_stage_clock_memoises_only_the_marked_methods() -> None:
     assert calls == [("image", 1), ("text", 1), ("text", 2)]
     assert set(clock.take()) == {"encode", "text"}
     assert model.image(5) == 10  # take() forgets the memoised value
+
+
+def test_a_backend_that_cannot_run_here_is_one_line(tmp_path, capfd) -> None:
+    """`--backend cuda` without onnxruntime-gpu: the worker says why in one line, exit 2."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    code = main(["bench", "--smoke", "--backend", "cuda", "--no-reference",
+                 "--proposer-runs", "0", "--work", str(tmp_path)])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert "zsris-rt bench, runtime_clip: backend cuda: this onnxruntime" in err
+    assert "Traceback" not in err

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from ..backends import BACKENDS
 from ..cli import error_exit
 from .errors import BenchError
 from .flops import COUNTED_OPS
@@ -63,6 +64,7 @@ class Config:
     matmul_tries: int = 5
     smoke: bool = False
     modes: list[str] = field(default_factory=lambda: ["exact"])
+    backend: str = "cpu"
 
 
 class Parser(argparse.ArgumentParser):
@@ -115,6 +117,8 @@ def build_parser() -> Parser:
                                                  "(default 8,32,100; 2 with --smoke)")
     how.add_argument("--expressions", type=int_list, help="expressions per scene for the "
                      f"scaling over expressions (default 1,4,16; at most {MAX_EXPRESSIONS})")
+    how.add_argument("--backend", choices=BACKENDS, default="cpu",
+                     help="zsris-rt's backend (default cpu; the reference runs PyTorch on the CPU)")
     how.add_argument("--modes", type=mode_list, help="fast modes timed over K beside exact: "
                      "comma-separated, each exact or int8 / topM / bound joined with + (e.g. "
                      "int8,top4,top8,int8+top8); int8 quantises a random pack on first use "
@@ -150,7 +154,8 @@ def config_from(args: argparse.Namespace) -> Config:
                  threads=args.threads, reference=args.reference, wait_quiet=args.wait_quiet,
                  pack=args.pack, clip_checkpoint=args.clip_checkpoint,
                  proposer_checkpoint=args.proposer_checkpoint, smoke=args.smoke,
-                 points_per_side=args.points_per_side, points_per_batch=args.points_per_batch)
+                 points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                 backend=args.backend)
     if args.smoke:
         cfg.geometry, cfg.proposer, cfg.ks, cfg.expressions = "tiny", "sam2-tiny", [2], [1, 2]
         cfg.runs, cfg.warmup, cfg.proposer_runs, cfg.proposer_warmup = 1, 0, 1, 0
@@ -249,7 +254,8 @@ class Bench:
         report["matmul"] = self.spawn("matmul", {"sizes": cfg.matmul_sizes,
                                                  "tries": cfg.matmul_tries,
                                                  "threads": cfg.threads}, "matmul")
-        clip_spec = {"pack": str(pack), "image": image, "masks": masks, "ks": cfg.ks,
+        clip_spec = {"pack": str(pack), "backend": cfg.backend, "image": image, "masks": masks,
+                     "ks": cfg.ks,
                      "text": cfg.text, "threads": cfg.threads, "warmup": cfg.warmup,
                      "runs": cfg.runs, "expressions": cfg.expressions,
                      "texts": expressions(cfg.expressions[-1]), "expressions_k": cfg.ks[0]}
@@ -260,7 +266,8 @@ class Bench:
             self.side("reference", "clip", dict(clip_spec, checkpoint=clip_checkpoint))
         options = report["proposer_options"] = self.proposer_options(manifest)
         if options is not None:
-            spec = {"pack": str(pack), "image": image, "threads": cfg.threads,
+            spec = {"pack": str(pack), "backend": cfg.backend, "image": image,
+                    "threads": cfg.threads,
                     "warmup": cfg.proposer_warmup, "runs": cfg.proposer_runs, "options": options}
             self.side("runtime", "proposer", spec)
             if reference and proposer_checkpoint:

@@ -166,6 +166,9 @@ def _header(report: Json) -> list[str]:
            if pack["random_weights"] else ""),
         f"- threads: {cfg['threads']} (ONNX Runtime intra-op, torch, BLAS/OpenMP); each "
         "measurement in its own process",
+        "- zsris-rt backend: " + ", ".join(
+            f"{k} {v}" for k, v in report["runtime"]["clip"]["backend"].items()
+            if k in ("backend", "providers", "precision", "tensorrt", "gpu")),
         f"- workload: JPEG {report['workload']['size'][0]}×{report['workload']['size'][1]} "
         f"decoded from disk every run, K random ellipse masks (given, so the proposer does not "
         f"decide K), \"{cfg['text']}\"; cold text (caches cleared: parse, tokeniser and text "

@@ -17,7 +17,8 @@ def _load(spec: Json) -> tuple[Any, Json]:
     from zsris_rt import Segmenter
 
     start = time.perf_counter()
-    seg = Segmenter.from_pack(spec["pack"], threads=spec["threads"], **spec.get("mode", {}))
+    seg = Segmenter.from_pack(spec["pack"], backend=spec.get("backend", "cpu"),
+                              threads=spec["threads"], **spec.get("mode", {}))
     return seg, {"startup_s": time.perf_counter() - start, "rss_after_load": peak_rss()}
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..errors import ZsrisError
 from .errors import BenchError
 from .stats import Json
 
@@ -57,7 +58,11 @@ def argument_parser(prog: str, description: str | None) -> argparse.ArgumentPars
 def worker_main(workers: dict[str, Worker], mode: str, spec_path: str) -> int:
     """Entry of a worker subprocess: read the spec, run, write the result JSON."""
     spec = json.loads(Path(spec_path).read_text())
-    result = workers[mode](spec)
+    try:
+        result = workers[mode](spec)
+    except ZsrisError as exc:  # bad input (a backend that cannot run here, ...): one line
+        print(f"zsris-rt bench, {mode}: {exc}", file=sys.stderr)
+        return 2
     Path(spec["result"]).write_text(json.dumps(result))
     return 0
 
