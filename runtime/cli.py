@@ -110,7 +110,7 @@ def add_segmenter_options(parser: argparse.ArgumentParser) -> None:
                            "with the best global score (default: all, exact)")
     fast.add_argument("--local-bound", action="store_true",
                       help="exact pruning: encode local crops in rounds (of --local-top, "
-                           "default 8) until no other mask can win; same answer as exact")
+                           "default 4) until no other mask can win; same answer as exact")
     parser.add_argument("--spacy-model", help="spaCy pipeline for parsing expressions "
                                               "(default: the pack's)")
     parser.add_argument("--no-verify", action="store_true",
