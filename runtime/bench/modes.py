@@ -29,7 +29,7 @@ class Mode:
 
 
 def parse_mode(text: str) -> Mode:
-    """"exact", or "+"-joined parts: "int8", "topM" (M ≥ 1), "bound" (rounds of M, default 8)."""
+    """"exact", or "+"-joined parts: "int8", "topM" (M ≥ 1), "bound" (rounds of M, default 4)."""
     name = text.strip()
     if name == "exact":
         return Mode(name)
