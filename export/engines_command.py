@@ -11,8 +11,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
 from zsris_rt.backends.engine_build import DEFAULT_MAX_MASKS, DEFAULT_WORKSPACE_MB
 from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import CLIP_GRAPHS, PROPOSER_GRAPHS, load_pack
@@ -61,28 +59,16 @@ def _check(args: argparse.Namespace) -> None:
             raise ZsrisError(f"--{name.replace('_', '-')} must be a positive integer")
 
 
-def padded_text_ids(entries: list[dict[str, np.ndarray]], pad: int
-                    ) -> list[dict[str, np.ndarray]]:
-    """Text entries with their ids padded to one length. TensorRT calibrates at a single shape;
-    the runtime cuts ids after the end token, so entries differ in length, and padding after the
-    end token leaves the pooled features unchanged (causal attention), so all of them count."""
-    if not entries:
-        return entries
-    length = max(e["ids"].shape[1] for e in entries)
-    return [{**e, "ids": np.pad(e["ids"], ((0, 0), (0, length - e["ids"].shape[1])),
-                                constant_values=pad)} for e in entries]
-
-
 def build_engines(args: argparse.Namespace) -> list[Path]:
     """Build (or find) each requested engine; returns the plan paths."""
-    from zsris_rt.backends.tensorrt import TrtBackend, pack_graphs, tensorrt_unavailable
+    from zsris_rt.backends.tensorrt import TrtBackend, tensorrt_unavailable
 
     _check(args)
     reason = tensorrt_unavailable()
     if reason is not None:
         raise ZsrisError(f"TensorRT cannot run here: {reason}; see {GPU_SECTION}")
     pack = load_pack(args.pack)
-    available = pack_graphs(pack)
+    available = pack.graph_names
     graphs = args.graphs or list(available)
     absent = [g for g in graphs if g not in available]
     if absent:
@@ -98,7 +84,6 @@ def build_engines(args: argparse.Namespace) -> list[Path]:
         images = list_images(args.calib)
         say(f"recording calibration inputs on {len(images)} image(s)")
         calibration = collect_graph_inputs(pack, images, per_graph=args.per_graph, threads=1)
-        calibration["clip_text"] = padded_text_ids(calibration["clip_text"], pack.clip.pad_token)
     backend = TrtBackend(pack, args.precision, Path(args.cache_dir) if args.cache_dir else None,
                          args.max_masks, calibration=calibration, progress=say,
                          workspace_mb=args.workspace_mb)

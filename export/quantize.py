@@ -37,7 +37,7 @@ import numpy as np
 
 from zsris_rt.calibration import Entry, collect_graph_inputs, list_images
 from zsris_rt.errors import ZsrisError
-from zsris_rt.pack import CLIP_GRAPHS, PROPOSER_GRAPHS, load_pack, sha256_file, write_manifest
+from zsris_rt.pack import load_pack, sha256_file, write_manifest
 
 PRECISION = "int8"
 DEFAULT_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_image")
@@ -195,7 +195,7 @@ def quantize_pack(pack_root: str | os.PathLike[str], calib: Sequence[str | os.Pa
     root = Path(pack_root)
     pack = load_pack(root, verify=True)
     manifest = pack.manifest
-    available = CLIP_GRAPHS + (PROPOSER_GRAPHS if manifest.proposer is not None else ())
+    available = pack.graph_names
     chosen = list(dict.fromkeys(graphs or DEFAULT_GRAPHS))
     unknown = [g for g in chosen if g not in available]
     if unknown:

@@ -22,7 +22,7 @@ from .backends import Backend
 from .backends.ort import OrtBackend
 from .errors import ImageError, NoMaskError
 from .image import as_rgb, read_image
-from .pack import CLIP_GRAPHS, PROPOSER_GRAPHS, Pack
+from .pack import Pack
 
 Entry = dict[str, np.ndarray]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -189,5 +189,4 @@ def collect_graph_inputs(pack: Pack, images: Sequence[str | Path | np.ndarray],
         segmenter.clear_caches()
         if progress is not None:
             progress(done, len(images))
-    graphs = CLIP_GRAPHS + (PROPOSER_GRAPHS if pack.proposer is not None else ())
-    return {graph: recorder.samples[graph].entries for graph in graphs}
+    return {graph: recorder.samples[graph].entries for graph in pack.graph_names}

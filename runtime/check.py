@@ -72,7 +72,7 @@ def compare_graphs(candidate: Backend, reference: Backend,
         cosines: dict[int, list[np.ndarray]] = {}
         for entry in entries:
             want = reference.run(graph, entry)
-            got = candidate.run_batched(graph, entry, _batched(entry, want))
+            got = candidate.run(graph, entry)  # entries are single rows (calibration.py)
             for i, (g, w) in enumerate(zip(got, want, strict=True)):
                 g = np.asarray(g, dtype=np.float64)
                 diffs.setdefault(i, []).append(float(np.abs(g - w).max()) if w.size else 0.0)
@@ -84,13 +84,6 @@ def compare_graphs(candidate: Backend, reference: Backend,
              "min_cosine": float(np.concatenate(cosines[i]).min()),
              "mean_cosine": float(np.concatenate(cosines[i]).mean())} for i in sorted(diffs)]}
     return report
-
-
-def _batched(entry: dict[str, np.ndarray], outputs: list[np.ndarray]) -> tuple[str, ...]:
-    """The inputs whose leading axis is the outputs' (masks, prompts, expressions)."""
-    rows = outputs[0].shape[0] if outputs and outputs[0].ndim else None
-    names = tuple(n for n, a in entry.items() if a.ndim and a.shape[0] == rows)
-    return names or tuple(entry)[:1]
 
 
 def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequence[Query],

@@ -17,9 +17,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .pack import Pack
 
 # Distributions the runtime imports, by the name pip knows them under.
 RUNTIME_PACKAGES = ("numpy", "onnxruntime", "opencv-python-headless", "tokenizers", "spacy",
@@ -112,26 +115,24 @@ def _module_version(name: str) -> str | None:
     return getattr(module, "__version__", "unknown version")
 
 
-def _engines(root: Path) -> list[str] | str:
+def _engines(pack: Pack) -> list[str] | str:
     """The TensorRT engines cached for this pack's graphs, one line each."""
     from .backends.engine_cache import cached_engines, default_cache_dir
-    from .pack import load_pack
 
-    found = cached_engines(load_pack(root, verify=False))
+    found = cached_engines(pack)
     if not found:
         return f"none in {default_cache_dir()} (zsris-export engines PACK --precision P)"
     return [f"{e['graph']} {e['precision']} (TensorRT {e['tensorrt']}, {e['gpu']} sm "
             f"{e['compute_capability']}): {e['plan']}" for e in found]
 
 
-def _backends(root: Path) -> dict[str, Any]:
+def _backends(pack: Pack) -> dict[str, Any]:
     """What `--backend auto` picks for this pack here, and why it passed over the others."""
     from .backends import create_backend
     from .errors import ZsrisError
-    from .pack import load_pack
 
     try:
-        backend = create_backend(load_pack(root, verify=False), "auto")
+        backend = create_backend(pack, "auto")
     except ZsrisError as exc:
         return {"auto_picks": f"nothing: {exc}"}
     return {"auto_picks": backend.name, "passed_over": backend.passed_over or {}}
@@ -145,7 +146,8 @@ def _spacy_model(name: str, problems: list[str]) -> str:
     return f"{name} missing"
 
 
-def _pack(root: Path, verify: bool, problems: list[str]) -> dict[str, Any]:
+def _pack(root: Path, verify: bool, problems: list[str]) -> tuple[dict[str, Any], Pack | None]:
+    """The pack's report, and the pack when it checks out."""
     from .errors import PackError
     from .pack import load_pack
 
@@ -153,7 +155,7 @@ def _pack(root: Path, verify: bool, problems: list[str]) -> dict[str, Any]:
         pack = load_pack(root, verify=verify)
     except PackError as exc:
         problems.append(str(exc))
-        return {"path": str(root), "ok": False}
+        return {"path": str(root), "ok": False}, None
     manifest = pack.manifest
     size = sum((root / name).stat().st_size for name in manifest.files)
     clip = pack.clip
@@ -163,16 +165,15 @@ def _pack(root: Path, verify: bool, problems: list[str]) -> dict[str, Any]:
             "precision": manifest.precision,
             "clip": f"ViT width {clip.width}, {clip.layers} layers, patch {clip.patch_size}, "
                     f"{clip.image_size} px",
-            "proposer": pack.proposer.family if pack.proposer else None}
+            "proposer": pack.proposer.family if pack.proposer else None}, pack
 
 
 def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) -> dict[str, Any]:
     """The whole report as a dict; `problems` lists what is missing or broken."""
     problems: list[str] = []
-    root = Path(pack) if pack is not None else None
-    pack_report = _pack(root, verify, problems) if root is not None else None
-    if pack_report is not None and not pack_report["ok"]:
-        root = None  # providers are tried on the pack's graphs only once the pack checks out
+    pack_report, loaded = _pack(Path(pack), verify, problems) if pack is not None else (None, None)
+    # Providers, engines and auto's choice are tried on the pack only once it checks out.
+    root = loaded.root if loaded is not None else None
     report: dict[str, Any] = {
         "zsris_rt": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
@@ -187,9 +188,9 @@ def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) ->
     }
     if pack_report is not None:
         report["pack"] = pack_report
-    if root is not None:
-        report["engines"] = _engines(root)
-        report["backends"] = _backends(root)
+    if loaded is not None:
+        report["engines"] = _engines(loaded)
+        report["backends"] = _backends(loaded)
     report["problems"] = problems
     return report
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import ZsrisError
 from .local_features import LocalFeatures
-from .scoring import fuse_and_score, text_target
+from .scoring import cosines, fuse_and_score, text_target
 
 BOUND_ROUND = 4  # masks per round of the exact variant when no local_top is given
 # Slack on the bound, for float arithmetic: relative on R (the graph's f^L is float32, R is
@@ -61,15 +61,9 @@ def validate_local_bound(value: object, radius: float | None) -> bool:
     return bool(value)
 
 
-def _cosines(features: np.ndarray, t: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(t)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, features @ t / norms, 0.0)
-
-
 def global_order(global_features: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Mask indices by global-only score 100·cos(f^G, t), best first, ties to the lowest."""
-    return np.argsort(-_cosines(global_features.astype(np.float64), t), kind="stable")
+    return np.argsort(-cosines(global_features.astype(np.float64), t), kind="stable")
 
 
 def score_upper_bounds(global_features: np.ndarray, t: np.ndarray, alpha: float,
@@ -79,7 +73,7 @@ def score_upper_bounds(global_features: np.ndarray, t: np.ndarray, alpha: float,
     a = alpha * global_features.astype(np.float64)
     if not np.linalg.norm(t) > 0:
         return np.zeros(len(a))  # the score is 0 whatever f is
-    angle = np.arccos(np.clip(_cosines(a, t), -1.0, 1.0))
+    angle = np.arccos(np.clip(cosines(a, t), -1.0, 1.0))
     norm_a = np.linalg.norm(a, axis=1)
     reach = (1 - alpha) * radius
     with np.errstate(divide="ignore", invalid="ignore"):

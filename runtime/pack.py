@@ -166,6 +166,11 @@ class Pack:
         variant = self.manifest.graphs.get(graph, {}).get("variants", {}).get(precision)
         return self.root / (variant["file"] if variant else f"{graph}.onnx")
 
+    @property
+    def graph_names(self) -> tuple[str, ...]:
+        """The graphs this pack holds: CLIP's four, and the proposer's two when it has one."""
+        return CLIP_GRAPHS + (PROPOSER_GRAPHS if self.proposer is not None else ())
+
     def graph_precision(self, graph: str, precision: str) -> str:
         """The precision `graph_path(graph, precision)` really runs at."""
         variants = self.manifest.graphs.get(graph, {}).get("variants", {})

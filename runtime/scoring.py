@@ -15,8 +15,11 @@ def fuse_and_score(global_features: np.ndarray, local_features: np.ndarray,
                    beta: float) -> np.ndarray:
     """K scores, 100·cos(α f^G + (1−α) f^L, β t(s') + (1−β) t(NP)), computed in float64."""
     f = alpha * global_features.astype(np.float64) + (1 - alpha) * local_features
-    t = text_target(t_sentence, t_phrase, beta)
-    norms = np.linalg.norm(f, axis=1) * np.linalg.norm(t)
+    return (100.0 * cosines(f, text_target(t_sentence, t_phrase, beta))).astype(np.float32)
+
+
+def cosines(features: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """cos(row, t) for each row of `features`; 0 where a row or t is zero."""
+    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(t)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = np.where(norms > 0, f @ t / norms, 0.0)
-    return (100.0 * cos).astype(np.float32)
+        return np.where(norms > 0, features @ t / norms, 0.0)

@@ -536,8 +536,8 @@ def test_engines_command_int8_on_recorded_inputs(fake10: FakeGpu, tmp_path: Path
 def test_padded_text_ids_keep_the_features() -> None:
     """Padding after the end token (to calibrate every text entry at one shape) leaves the text
     tower's output as it was: ONNX Runtime on both."""
+    from zsris_rt.backends.engine_build import padded_text_ids
     from zsris_rt.calibration import collect_graph_inputs
-    from zsris_rt.export.engines_command import padded_text_ids
 
     entries = collect_graph_inputs(load_pack(DEMO), [SCENE], per_graph=8, threads=1)["clip_text"]
     padded = padded_text_ids(entries, 0)

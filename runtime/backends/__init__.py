@@ -12,14 +12,13 @@ from .base import Backend
 
 BACKENDS = ("auto", "cpu", "cuda", "ort-trt", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
-ENGINE_PRECISIONS = ("fp32", "fp16", "int8")  # native TensorRT builds each from the fp32 graphs
 
 
 def supported_precisions(pack: Pack, name: str) -> list[str]:
     """What `name` can run this pack at: ONNX Runtime runs the pack's graph variants (fp32, and
     int8 once `zsris-export quantize` made them); TensorRT also makes fp16 (and int8) engines."""
     if name == "trt":
-        return list(ENGINE_PRECISIONS)
+        return list(PRECISIONS)  # native TensorRT builds each from the fp32 graphs
     if name == "ort-trt":
         return sorted(set(pack.precisions()) | {"fp16"}, key=PRECISIONS.index)
     return pack.precisions()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -40,14 +42,22 @@ class Backend(ABC):
                     batched: tuple[str, ...]) -> list[np.ndarray]:
         """Run `graph` over the leading axis of the `batched` inputs, in chunks no larger than
         `max_batch(graph)` (one call when the backend has no limit); outputs concatenated."""
-        limit = self.max_batch(graph)
-        total = inputs[batched[0]].shape[0]
-        if limit is None or total <= limit:
-            return self.run(graph, inputs)
-        parts = []
-        for start in range(0, total, limit):
-            chunk = dict(inputs)
-            for name in batched:
-                chunk[name] = inputs[name][start:start + limit]
-            parts.append(self.run(graph, chunk))
-        return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
+        return run_in_chunks(partial(self.run, graph), inputs, batched, self.max_batch(graph))
+
+
+def run_in_chunks(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+                  inputs: dict[str, np.ndarray], batched: Sequence[str],
+                  limit: int | None) -> list[np.ndarray]:
+    """`run(inputs)` over the leading axis of the `batched` inputs in chunks of at most `limit`
+    rows (one call when there is no limit or no batched input); the other inputs go whole to
+    every chunk; outputs concatenated."""
+    total = inputs[batched[0]].shape[0] if batched else 0
+    if limit is None or total <= limit:
+        return run(inputs)
+    parts = []
+    for start in range(0, total, limit):
+        chunk = dict(inputs)
+        for name in batched:
+            chunk[name] = inputs[name][start:start + limit]
+        parts.append(run(chunk))
+    return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]

@@ -76,6 +76,28 @@ class DeviceBuffer:
             raise ValueError(f"{array.nbytes} bytes do not fit a {self.nbytes}-byte buffer")
 
 
+class GrowingBuffers:
+    """Device buffers by tensor name that only grow: a call no bigger than an earlier one reuses
+    its memory, so steady-state calls allocate nothing."""
+
+    def __init__(self, device: CudaDevice) -> None:
+        self.device = device
+        self._buffers: dict[str, DeviceBuffer] = {}
+
+    def get(self, name: str, nbytes: int) -> DeviceBuffer:
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.nbytes < nbytes:
+            if buffer is not None:
+                buffer.free()
+            buffer = self._buffers[name] = self.device.malloc(nbytes)
+        return buffer
+
+    def free(self) -> None:
+        for buffer in self._buffers.values():
+            buffer.free()
+        self._buffers.clear()
+
+
 class CudaDevice:
     """One CUDA device and one stream on it; every copy and launch of a backend goes there."""
 

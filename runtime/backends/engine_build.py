@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import PackError, ZsrisError
 from ..pack import Pack
+from .cuda_device import GrowingBuffers
 from .engine_cache import Profile, atomic_write
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -158,6 +159,18 @@ def calibration_set(entries: Iterable[dict[str, np.ndarray]]
     return [e for e, s in zip(entries, signature, strict=True) if s == common], dict(common)
 
 
+def padded_text_ids(entries: list[dict[str, np.ndarray]], pad: int
+                    ) -> list[dict[str, np.ndarray]]:
+    """Text entries with their ids padded to one length. TensorRT calibrates at a single shape;
+    the runtime cuts ids after the end token, so entries differ in length, and padding after the
+    end token leaves the pooled features unchanged (causal attention), so all of them count."""
+    if not entries:
+        return entries
+    length = max(e["ids"].shape[1] for e in entries)
+    return [{**e, "ids": np.pad(e["ids"], ((0, 0), (0, length - e["ids"].shape[1])),
+                                constant_values=pad)} for e in entries]
+
+
 def make_calibrator(trt: Any, device: Any, batches: list[dict[str, np.ndarray]],
                     dtypes: dict[str, np.dtype], cache_path: Path) -> Any:
     """An IInt8EntropyCalibrator2 fed from `batches` (input name → array), one per get_batch,
@@ -166,7 +179,7 @@ def make_calibrator(trt: Any, device: Any, batches: list[dict[str, np.ndarray]],
         def __init__(self) -> None:
             trt.IInt8EntropyCalibrator2.__init__(self)
             self.pending = iter(batches)
-            self.buffers: dict[str, Any] = {}
+            self.buffers = GrowingBuffers(device)
             self.served = 0
 
         def get_batch_size(self) -> int:
@@ -179,11 +192,7 @@ def make_calibrator(trt: Any, device: Any, batches: list[dict[str, np.ndarray]],
             hosts, pointers = [], []
             for name in names:
                 host = np.ascontiguousarray(batch[name], dtype=dtypes[name])
-                buffer = self.buffers.get(name)
-                if buffer is None or buffer.nbytes < host.nbytes:
-                    if buffer is not None:
-                        buffer.free()
-                    buffer = self.buffers[name] = device.malloc(host.nbytes)
+                buffer = self.buffers.get(name, host.nbytes)
                 buffer.upload(host)
                 hosts.append(host)
                 pointers.append(buffer.ptr)
@@ -198,9 +207,7 @@ def make_calibrator(trt: Any, device: Any, batches: list[dict[str, np.ndarray]],
             atomic_write(cache_path, bytes(cache))
 
         def free(self) -> None:
-            for buffer in self.buffers.values():
-                buffer.free()
-            self.buffers.clear()
+            self.buffers.free()
 
     return EntropyCalibrator()
 

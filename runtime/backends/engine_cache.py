@@ -14,6 +14,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,16 +99,9 @@ class EngineCache:
         """A plan matching `key` in everything but the profile (built with another
         `--max-masks`), the newest; None when there is none."""
         wanted = {k: v for k, v in key.parts().items() if k != "profile"}
-        found = []
-        for sidecar in self.root.glob(f"{key.graph}-{key.precision}-*.json"):
-            try:
-                info = json.loads(sidecar.read_text())
-            except (OSError, ValueError):
-                continue
-            plan = sidecar.with_suffix(".plan")
-            if isinstance(info, dict) and plan.is_file() and \
-                    all(info.get(k) == v for k, v in wanted.items()):
-                found.append((str(info.get("built_at", "")), plan))
+        found = [(str(info.get("built_at", "")), plan)
+                 for info, plan in plans(self.root, f"{key.graph}-{key.precision}-*.json")
+                 if all(info.get(k) == v for k, v in wanted.items())]
         return max(found)[1] if found else None
 
     def timing_cache_path(self, tensorrt: str, gpu: str, compute_capability: str) -> Path:
@@ -132,20 +126,21 @@ def cached_engines(pack: Pack, cache_dir: Path | None = None) -> list[dict[str, 
     their sidecars, for `zsris-rt doctor`: each has graph, precision, tensorrt, gpu,
     compute_capability, plan (path), plan_bytes, build_seconds, built_at."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if not root.is_dir():
-        return []
     wanted = set(pack_graph_digests(pack).values())
-    found = []
-    for sidecar in sorted(root.glob("*.json")):
+    return [{name: info.get(name) for name in
+             ("graph", "precision", "tensorrt", "gpu", "compute_capability", "plan_bytes",
+              "build_seconds", "built_at")} | {"plan": str(plan)}
+            for info, plan in plans(root, "*.json") if info.get("onnx_sha256") in wanted]
+
+
+def plans(root: Path, pattern: str) -> Iterator[tuple[dict[str, Any], Path]]:
+    """(sidecar, plan path) of each readable sidecar matching `pattern` whose plan exists, in
+    name order; unreadable sidecars are skipped (another process may be writing one)."""
+    for sidecar in sorted(root.glob(pattern)):
         try:
             info = json.loads(sidecar.read_text())
         except (OSError, ValueError):
             continue
         plan = sidecar.with_suffix(".plan")
-        if not isinstance(info, dict) or info.get("onnx_sha256") not in wanted \
-                or not plan.is_file():
-            continue
-        found.append({name: info.get(name) for name in
-                      ("graph", "precision", "tensorrt", "gpu", "compute_capability",
-                       "plan_bytes", "build_seconds", "built_at")} | {"plan": str(plan)})
-    return found
+        if isinstance(info, dict) and plan.is_file():
+            yield info, plan

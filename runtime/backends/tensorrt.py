@@ -13,23 +13,32 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ZsrisError
-from ..pack import CLIP_GRAPHS, PROPOSER_GRAPHS, Pack, sha256_file
-from .base import Backend
+from ..pack import Pack, sha256_file
+from .base import Backend, run_in_chunks
 from .cuda_device import (
     CudaDevice,
     CudaError,
     DeviceBuffer,
+    GrowingBuffers,
     device_identity,
     import_cudart,
     visible_devices,
 )
-from .engine_build import DEFAULT_MAX_MASKS, DEFAULT_WORKSPACE_MB, build_plan, graph_profile
+from .engine_build import (
+    DEFAULT_MAX_MASKS,
+    DEFAULT_WORKSPACE_MB,
+    PRECISIONS,
+    build_plan,
+    graph_profile,
+    padded_text_ids,
+)
 from .engine_cache import EngineCache, EngineKey, pack_graph_digests
 
 Calibration = dict[str, Iterable[dict[str, np.ndarray]]]
@@ -60,10 +69,6 @@ def _import_tensorrt() -> Any:
     return tensorrt
 
 
-def pack_graphs(pack: Pack) -> tuple[str, ...]:
-    return CLIP_GRAPHS + (PROPOSER_GRAPHS if pack.proposer is not None else ())
-
-
 def engine_key(pack: Pack, graph: str, precision: str, tensorrt: str, gpu: str,
                compute_capability: str, max_masks: int = DEFAULT_MAX_MASKS) -> EngineKey:
     """The cache key of `graph`'s engine (built from the pack's fp32 graph)."""
@@ -82,7 +87,7 @@ def engines_missing(pack: Pack, precision: str, cache_dir: Path | None = None,
     gpu, capability = device_identity(import_cudart())
     cache = EngineCache(cache_dir)
     missing = []
-    for graph in pack_graphs(pack):
+    for graph in pack.graph_names:
         key = engine_key(pack, graph, precision, tensorrt.__version__, gpu, capability,
                          DEFAULT_MAX_MASKS if max_masks is None else max_masks)
         if not cache.plan_path(key).is_file() and \
@@ -94,7 +99,8 @@ def engines_missing(pack: Pack, precision: str, cache_dir: Path | None = None,
 class _Engine:
     """One graph's deserialised engine, its execution context and its growing device buffers."""
 
-    def __init__(self, trt: Any, engine: Any, graph: str, spec: dict[str, Any]) -> None:
+    def __init__(self, trt: Any, engine: Any, graph: str, spec: dict[str, Any],
+                 device: CudaDevice) -> None:
         self.graph, self.engine = graph, engine
         self.context = engine.create_execution_context()
         if self.context is None:
@@ -112,16 +118,7 @@ class _Engine:
                        for n in self.inputs if any(d < 0 for d in engine.get_tensor_shape(n))}
         limits = [self.ranges[n][2][0] for n in self.batched if n in self.ranges]
         self.limit = min(limits) if limits else None
-        self.buffers: dict[str, DeviceBuffer] = {}
-
-    def buffer(self, device: CudaDevice, name: str, nbytes: int) -> DeviceBuffer:
-        """The device buffer of tensor `name`, grown (never shrunk) to hold `nbytes`."""
-        buffer = self.buffers.get(name)
-        if buffer is None or buffer.nbytes < nbytes:
-            if buffer is not None:
-                buffer.free()
-            buffer = self.buffers[name] = device.malloc(nbytes)
-        return buffer
+        self.buffers = GrowingBuffers(device)
 
 
 class TrtBackend(Backend):
@@ -136,7 +133,7 @@ class TrtBackend(Backend):
                  progress: Callable[[str], None] | None = None,
                  workspace_mb: int = DEFAULT_WORKSPACE_MB) -> None:
         self.trt = _import_tensorrt()
-        if precision not in ("fp32", "fp16", "int8"):
+        if precision not in PRECISIONS:
             raise ZsrisError(f"unknown TensorRT precision {precision!r} (fp32, fp16 or int8)")
         self.pack, self.precision = pack, precision
         self.cache = EngineCache(cache_dir)
@@ -175,6 +172,8 @@ class TrtBackend(Backend):
         calibration = None
         if self.precision == "int8":
             calibration = self.calibration.get(graph)
+            if calibration is not None and graph == "clip_text":
+                calibration = padded_text_ids(list(calibration), self.pack.clip.pad_token)
             if calibration is None:
                 raise ZsrisError(f"{graph}: an int8 engine needs calibration inputs; build them "
                                  f"with `zsris-export engines {self.pack.root} --precision int8 "
@@ -194,7 +193,7 @@ class TrtBackend(Backend):
         """The graph's engine: from the cache, else built (see `build_missing`)."""
         if graph in self._engines:
             return self._engines[graph]
-        if graph not in pack_graphs(self.pack):
+        if graph not in self.pack.graph_names:
             raise ZsrisError(f"pack {self.pack.root} has no graph {graph!r}")
         path = self.cache.plan_path(self.key(graph))
         if not path.is_file() and self.any_profile:
@@ -216,7 +215,7 @@ class TrtBackend(Backend):
                 raise ZsrisError(f"{path}: TensorRT cannot load the engine it just built")
         self.plans[graph] = path
         self._engines[graph] = _Engine(self.trt, engine, graph,
-                                       self.pack.manifest.graphs.get(graph, {}))
+                                       self.pack.manifest.graphs.get(graph, {}), self.device)
         return self._engines[graph]
 
     def prepare(self, graph: str) -> None:
@@ -235,16 +234,8 @@ class TrtBackend(Backend):
         if missing:
             raise ZsrisError(f"{graph}: missing input(s) {', '.join(missing)}")
         arrays = {n: np.asarray(inputs[n]) for n in engine.inputs}
-        total = arrays[engine.batched[0]].shape[0] if engine.batched else 0
-        if engine.limit is None or total <= engine.limit:
-            return self._execute(engine, arrays)
-        parts = []
-        for start in range(0, total, engine.limit):
-            chunk = dict(arrays)
-            for name in engine.batched:
-                chunk[name] = arrays[name][start:start + engine.limit]
-            parts.append(self._execute(engine, chunk))
-        return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]
+        return run_in_chunks(partial(self._execute, engine), arrays, engine.batched,
+                             engine.limit)
 
     def _execute(self, engine: _Engine, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
         context, device = engine.context, self.device
@@ -255,7 +246,7 @@ class TrtBackend(Backend):
                 low, _, high = engine.ranges.get(name, (None, None, None))
                 raise ZsrisError(f"{engine.graph}: input {name} of shape {host.shape} is outside "
                                  f"the engine's profile (min {low}, max {high})")
-            buffer = engine.buffer(device, name, host.nbytes)
+            buffer = engine.buffers.get(name, host.nbytes)
             buffer.upload(host)
             self._bind(engine, name, buffer)
             hosts.append(host)
@@ -266,7 +257,7 @@ class TrtBackend(Backend):
                 raise ZsrisError(f"{engine.graph}: TensorRT cannot tell the shape of output "
                                  f"{name} ({shape})")
             host = np.empty(shape, dtype=engine.dtypes[name])
-            buffer = engine.buffer(device, name, host.nbytes)
+            buffer = engine.buffers.get(name, host.nbytes)
             self._bind(engine, name, buffer)
             outputs.append((name, host, buffer))
         if not context.execute_async_v3(device.stream_handle):
@@ -286,9 +277,7 @@ class TrtBackend(Backend):
         """Give back the device buffers and the stream (the engines go with the backend)."""
         with self._lock:
             for engine in self._engines.values():
-                for buffer in engine.buffers.values():
-                    buffer.free()
-                engine.buffers.clear()
+                engine.buffers.free()
             self._engines.clear()
             self.device.close()
 

@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from ..backends import BACKENDS
 from ..cli import error_exit
+from ..pack import load_pack
 from .errors import BenchError
 from .flops import COUNTED_OPS
 from .log import elapsed, say
@@ -301,8 +302,7 @@ class Bench:
 
     def int8_ready(self, pack: Path, image: str) -> bool:
         """The pack has int8 graphs, or (a random pack) gets them now, calibrated on the JPEG."""
-        manifest = json.loads((pack / "manifest.json").read_text())
-        if any("int8" in g.get("variants", {}) for g in manifest["graphs"].values()):
+        if "int8" in load_pack(pack, verify=False).precisions():
             return True
         if self.cfg.pack is not None:
             self.note(f"{pack} has no int8 graphs (zsris-export quantize): int8 modes left out")
