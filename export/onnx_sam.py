@@ -1,5 +1,6 @@
-"""The proposer's two graphs (DESIGN.md §3): an image encoder run once per image, and a prompt
-decoder that takes a whole chunk of point prompts in one call.
+"""The proposer's graphs (DESIGN.md §3): an image encoder and the decoder's per-image half, run
+once per image, and the decoder's per-prompt half, which takes a whole chunk of point prompts in
+one call (the split: onnx_sam_decoder.py).
 
 The decoder stops at the low-resolution logits: upsampling to the image is mask work outside the
 graph, so one graph serves every image size.
@@ -13,9 +14,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import ProposerSettings
 
 from .onnx_graph import GraphSpec, export_checked
+from .onnx_sam_decoder import IMAGE_STATE, SKIP_MAPS, DecoderImageGraph, PromptDecoderGraph
 
 # Encoder outputs by family, in the order transformers returns them; the decoder takes them by
 # the same names.
@@ -45,13 +48,13 @@ def proposer_settings(model: nn.Module) -> ProposerSettings:
         return ProposerSettings(family=family, input_size=size,
                                 low_res_size=4 * size // int(vision.patch_size),
                                 resize="longest", resize_filter="bicubic",
-                                embeddings=EMBEDDINGS[family])
+                                embeddings=EMBEDDINGS[family], decoder_state=IMAGE_STATE)
     vision = model.config.vision_config
     size = int(vision.backbone_config.image_size[0])
     return ProposerSettings(family=family, input_size=size,
                             low_res_size=int(vision.backbone_feature_sizes[0][0]),
                             resize="square", resize_filter="bilinear",
-                            embeddings=EMBEDDINGS[family])
+                            embeddings=EMBEDDINGS[family], decoder_state=IMAGE_STATE + SKIP_MAPS)
 
 
 class EncoderGraph(nn.Module):
@@ -67,11 +70,13 @@ class EncoderGraph(nn.Module):
         return embeddings if self.family == "sam" else tuple(embeddings)
 
 
-class DecoderGraph(nn.Module):
+class OneGraphDecoder(nn.Module):
     """embeddings + points N×P×2 (pixels of the S×S input frame) + labels N×P (1 foreground,
     0 background, −1 ignored) → low-res logits N×3×l×l and predicted IoU N×3.
 
-    One row of `points` is one prompt; N prompts share the image embedding in one call.
+    The decoder as one graph on transformers' own modules, as packs made before the split
+    (onnx_sam_decoder.py) hold it; the runtime still runs such packs, and the benchmarks time it
+    as the baseline the split is measured against.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -126,29 +131,89 @@ def proposer_graph_specs(model: nn.Module, seed: int = 0) -> list[GraphSpec]:
     gen = torch.Generator().manual_seed(seed)
     s = settings.input_size
     image = torch.randn(1, 3, s, s, generator=gen)
-    encoder = EncoderGraph(model)
-    with torch.no_grad():
-        out = encoder(image)
-    embeddings = dict(zip(settings.embeddings, out if isinstance(out, tuple) else (out,),
-                          strict=True))
+    encoder, image_half = EncoderGraph(model), DecoderImageGraph(model)
+
+    def embed(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            out = encoder(pixels)
+        return dict(zip(settings.embeddings, out if isinstance(out, tuple) else (out,),
+                        strict=True))
+
+    def image_state(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return dict(zip(settings.decoder_state, image_half(*embed(pixels).values()),
+                            strict=True))
+
     points = torch.rand(3, 1, 2, generator=gen) * s
     labels = torch.ones(3, 1, dtype=torch.int64)
     other_points = torch.rand(5, 2, 2, generator=gen) * s
     other_labels = torch.tensor([[1, -1], [1, 0], [0, 1], [1, 1], [1, -1]], dtype=torch.int64)
     prompts = {0: "prompts", 1: "points"}
+    other_image = image.flip(-1)
     return [
         GraphSpec("prop_encoder", encoder, {"image": image}, settings.embeddings, {},
-                  {"image": image.flip(-1)}),
-        GraphSpec("prop_decoder", DecoderGraph(model),
-                  {**embeddings, "points": points, "labels": labels}, ("low_res_logits", "iou"),
+                  {"image": other_image}),
+        GraphSpec("prop_decoder_image", image_half, embed(image), settings.decoder_state, {},
+                  embed(other_image)),
+        GraphSpec("prop_decoder", PromptDecoderGraph(model),
+                  {**image_state(image), "points": points, "labels": labels},
+                  ("low_res_logits", "iou"),
                   {"points": prompts, "labels": prompts, "low_res_logits": {0: "prompts"},
                    "iou": {0: "prompts"}},
-                  {**embeddings, "points": other_points, "labels": other_labels}),
+                  {**image_state(other_image), "points": other_points, "labels": other_labels}),
     ]
+
+
+def transformers_decoder(model: nn.Module, embeddings: dict[str, torch.Tensor],
+                         points: torch.Tensor, labels: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' own `SamModel` / `Sam2Model` forward on encoder outputs: the decoder the
+    split graphs must equal (low-res logits N×3×l×l, IoU N×3)."""
+    tensors = list(embeddings.values())
+    with torch.no_grad():
+        out = model(image_embeddings=tensors[0] if len(tensors) == 1 else tensors,
+                    input_points=points[None], input_labels=labels[None], multimask_output=True)
+    return out.pred_masks[0], out.iou_scores[0]
+
+
+def check_split_decoder(model: nn.Module, folder: Path, tolerance: float = 1e-4) -> float:
+    """The two exported decoder halves, composed in ONNX Runtime, against transformers' own
+    forward on the same encoder outputs (each half is also checked against the module it was
+    traced from); raise above `tolerance` relative to the output's scale. Returns the worst."""
+    import numpy as np
+    import onnxruntime as ort
+
+    specs = {spec.name: spec for spec in proposer_graph_specs(model, seed=1)}
+    sessions = {name: ort.InferenceSession(str(folder / f"{name}.onnx"),
+                                           providers=["CPUExecutionProvider"])
+                for name in ("prop_decoder_image", "prop_decoder")}
+    embeddings = specs["prop_decoder_image"].inputs
+    state = sessions["prop_decoder_image"].run(None, {k: v.numpy() for k, v in
+                                                      embeddings.items()})
+    worst = 0.0
+    for prompts in (specs["prop_decoder"].inputs, specs["prop_decoder"].variant):
+        points, labels = prompts["points"], prompts["labels"]
+        got = sessions["prop_decoder"].run(None, {
+            **dict(zip(proposer_settings(model).decoder_state, state, strict=True)),
+            "points": points.numpy(), "labels": labels.numpy()})
+        want = transformers_decoder(model, embeddings, points, labels)
+        for name, mine, theirs in zip(("low_res_logits", "iou"), got, want, strict=True):
+            expected = theirs.numpy()
+            diff = float(np.abs(mine - expected).max()) / max(float(np.abs(expected).max()), 1e-6)
+            worst = max(worst, diff)
+            if not np.isfinite(diff) or diff > tolerance:
+                raise ZsrisError(f"the split decoder disagrees with transformers' forward on "
+                                 f"{name} (max relative difference {diff:.2e} > {tolerance:.0e})")
+    return worst
 
 
 def export_proposer_graphs(model: nn.Module, folder: Path,
                            progress: Callable[[str], None] = print) -> dict[str, dict[str, object]]:
-    """Write and check both proposer graphs; returns their manifest `graphs` entries."""
-    return {spec.name: export_checked(spec, folder, progress)
-            for spec in proposer_graph_specs(model)}
+    """Write and check the proposer's graphs; returns their manifest `graphs` entries."""
+    graphs = {spec.name: export_checked(spec, folder, progress)
+              for spec in proposer_graph_specs(model)}
+    worst = check_split_decoder(model, folder)
+    progress(f"check  prop_decoder_image + prop_decoder: ONNX Runtime vs transformers' forward, "
+             f"max relative difference {worst:.1e}")
+    graphs["prop_decoder"]["parity_vs_transformers"] = worst
+    return graphs

@@ -19,9 +19,12 @@ from .errors import PackError
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 
-# Graph names of DESIGN.md §3; the file of each is `<name>.onnx`.
+# Graph names of DESIGN.md §3; the file of each is `<name>.onnx`. `prop_decoder_image` (the
+# decoder's per-image half) is absent from packs exported before the decoder was split; their
+# `prop_decoder` takes the encoder's outputs directly, and they still run.
 CLIP_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_image", "clip_text")
-PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder")
+PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder_image", "prop_decoder")
+REQUIRED_PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder")
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,10 @@ class ProposerSettings:
     low_res_size: int
     resize: str  # "longest" or "square"
     resize_filter: str  # "bicubic" or "bilinear", antialiased
-    embeddings: tuple[str, ...]  # encoder outputs, passed by name to the decoder
+    embeddings: tuple[str, ...]  # encoder outputs
+    # Outputs of `prop_decoder_image` (the decoder's per-image half), passed by name to
+    # `prop_decoder`; empty for a one-graph decoder, which takes `embeddings` itself.
+    decoder_state: tuple[str, ...] = ()
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     mask_threshold: float = 0.0
@@ -168,8 +174,11 @@ class Pack:
 
     @property
     def graph_names(self) -> tuple[str, ...]:
-        """The graphs this pack holds: CLIP's four, and the proposer's two when it has one."""
-        return CLIP_GRAPHS + (PROPOSER_GRAPHS if self.proposer is not None else ())
+        """The graphs this pack holds: CLIP's four, and the proposer's when it has one."""
+        if self.proposer is None:
+            return CLIP_GRAPHS
+        return CLIP_GRAPHS + tuple(g for g in PROPOSER_GRAPHS if g in self.manifest.graphs or
+                                   g in REQUIRED_PROPOSER_GRAPHS)
 
     def graph_precision(self, graph: str, precision: str) -> str:
         """The precision `graph_path(graph, precision)` really runs at."""
@@ -204,7 +213,9 @@ def load_pack(root: str | os.PathLike[str], verify: bool = True) -> Pack:
         raise PackError(f"pack {root}: unreadable {MANIFEST} ({exc})") from None
     needed = [f"{g}.onnx" for g in CLIP_GRAPHS] + ["tokenizer.json"]
     if manifest.proposer is not None:
-        needed += [f"{g}.onnx" for g in PROPOSER_GRAPHS]
+        needed += [f"{g}.onnx" for g in REQUIRED_PROPOSER_GRAPHS]
+        if manifest.proposer.decoder_state:
+            needed.append("prop_decoder_image.onnx")
     for name in needed:
         if name not in manifest.files:
             raise PackError(f"pack {root}: {MANIFEST} does not list {name}")

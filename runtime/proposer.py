@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from .backends import Backend
+from .backends.base import run_in_chunks
 from .box_nms import box_nms
 from .errors import ZsrisError
 from .input_frame import InputFrame, prepare_input
@@ -21,13 +22,33 @@ from .maskops import logit_masks, logit_statistics, mask_nms
 from .pack import GeneratorDefaults, ProposerSettings
 from .results import Proposals
 
+# A decoder call's activations grow with its prompts (about 70 MB per prompt at SAM ViT-B and
+# Hiera-tiny geometry, mostly the upscaled 256×256 maps); calls are cut so that they hold about
+# this much, whatever `points_per_batch` (the filter's chunk) says.
+DECODER_CALL_BYTES = 512 << 20
+
 
 @dataclass
 class ImageEmbedding:
-    """The encoder's outputs for one image: everything the decoder needs besides prompts."""
+    """Everything the decoder needs about one image besides prompts: the decoder's per-image
+    half's outputs (the encoder's, for a one-graph decoder), and where the image sits."""
 
     tensors: dict[str, np.ndarray]
     frame: InputFrame
+
+
+def prompts_per_call(embedding: ImageEmbedding, low_res_size: int) -> int:
+    """The most prompts one decoder call takes within `DECODER_CALL_BYTES`, from an estimate of a
+    prompt's float32 activations: the image tokens (g²×C, about eight live at once in the
+    two-way transformer) and the two upscaled maps (C/4 channels at l/2, C/8 at l; about three
+    of each)."""
+    # The image tokens are the widest tensor: 1×C×g×g from the encoder, g²×C once split.
+    channels, tokens = max((t.shape[1], t.shape[2] * t.shape[3]) if t.ndim == 4 else
+                           (t.shape[-1], t.shape[-2]) for t in embedding.tensors.values()
+                           if t.ndim >= 2)
+    area = low_res_size ** 2
+    floats = 8 * tokens * channels + 3 * (area // 4) * (channels // 4) + 3 * area * (channels // 8)
+    return max(1, DECODER_CALL_BYTES // (4 * floats))
 
 
 def point_grid(points_per_side: int) -> np.ndarray:
@@ -78,22 +99,33 @@ class Proposer:
         self.backend = backend
 
     def prepare(self) -> None:
-        for graph in ("prop_encoder", "prop_decoder"):
+        graphs = ["prop_encoder", "prop_decoder"]
+        if self.settings.decoder_state:
+            graphs.insert(1, "prop_decoder_image")
+        for graph in graphs:
             self.backend.prepare(graph)
 
     def encode(self, rgb: np.ndarray) -> ImageEmbedding:
-        """Run the encoder on an RGB uint8 H×W×3 image."""
+        """Run the encoder on an RGB uint8 H×W×3 image, then the decoder's per-image half."""
         image, frame = prepare_input(rgb, self.settings)
-        outputs = self.backend.run("prop_encoder", {"image": image})
-        return ImageEmbedding(dict(zip(self.settings.embeddings, outputs, strict=True)), frame)
+        tensors = dict(zip(self.settings.embeddings,
+                           self.backend.run("prop_encoder", {"image": image}), strict=True))
+        if self.settings.decoder_state:
+            tensors = dict(zip(self.settings.decoder_state,
+                               self.backend.run("prop_decoder_image", tensors), strict=True))
+        return ImageEmbedding(tensors, frame)
 
     def decode(self, embedding: ImageEmbedding, points: np.ndarray,
                labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Prompts N×P×2 (image pixels) with labels N×P → low-res logits N×3×l×l, IoU N×3."""
+        """Prompts N×P×2 (image pixels) with labels N×P → low-res logits N×3×l×l, IoU N×3, in
+        calls of at most `prompts_per_call` prompts."""
         inputs = {**embedding.tensors,
                   "points": embedding.frame.to_input(points),
                   "labels": np.ascontiguousarray(labels, dtype=np.int64)}
-        logits, iou = self.backend.run_batched("prop_decoder", inputs, ("points", "labels"))
+        logits, iou = run_in_chunks(
+            lambda chunk: self.backend.run_batched("prop_decoder", chunk, ("points", "labels")),
+            inputs, ("points", "labels"),
+            prompts_per_call(embedding, self.settings.low_res_size))
         return logits, iou
 
     def generate(self, embedding: ImageEmbedding, timings: dict[str, float] | None = None,

@@ -23,27 +23,37 @@ def snapshot(folder: Path) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-@pytest.mark.parametrize("family, resize, resize_filter, embeddings", [
-    ("sam", "longest", "bicubic", ["image_embeddings"]),
-    ("sam2", "square", "bilinear", ["high_res_feats_0", "high_res_feats_1", "image_embeddings"]),
+STATE = ["dec_src", "dec_pos", "dec_t2i_keys", "dec_t2i_values", "dec_i2t_queries"]
+
+
+@pytest.mark.parametrize("family, resize, resize_filter, embeddings, state", [
+    ("sam", "longest", "bicubic", ["image_embeddings"], STATE),
+    ("sam2", "square", "bilinear", ["high_res_feats_0", "high_res_feats_1", "image_embeddings"],
+     STATE + ["dec_skip_s1", "dec_skip_s0"]),
 ])
 def test_manifest_records_the_proposer(proposer_packs, family, resize, resize_filter,
-                                       embeddings):
+                                       embeddings, state):
     pack = load_pack(proposer_packs[family], verify=True)
     settings = pack.proposer
     assert (settings.family, settings.resize, settings.resize_filter) == (family, resize,
                                                                          resize_filter)
     assert list(settings.embeddings) == embeddings
+    assert list(settings.decoder_state) == state
     assert settings.input_size == 256 and settings.low_res_size == 64
     assert settings.generator.points_per_side == 32 and settings.generator.pred_iou_thresh == 0.88
     manifest = json.loads((proposer_packs[family] / "manifest.json").read_text())
-    for graph in ("prop_encoder", "prop_decoder"):
+    for graph in ("prop_encoder", "prop_decoder_image", "prop_decoder"):
         entry = manifest["graphs"][graph]
         assert entry["parity_max_rel_diff"] < 1e-4
         for name in entry["files"]:
             assert manifest["files"][name] == sha256_file(proposer_packs[family] / name)
+    assert pack.graph_names[-3:] == ("prop_encoder", "prop_decoder_image", "prop_decoder")
+    image_half = manifest["graphs"]["prop_decoder_image"]
+    assert [i["name"] for i in image_half["inputs"]] == embeddings
+    assert [o["name"] for o in image_half["outputs"]] == state
     decoder = manifest["graphs"]["prop_decoder"]
-    assert [i["name"] for i in decoder["inputs"]] == embeddings + ["points", "labels"]
+    assert decoder["parity_vs_transformers"] < 1e-4
+    assert [i["name"] for i in decoder["inputs"]] == state + ["points", "labels"]
     assert decoder["inputs"][-2]["shape"] == ["prompts", "points", 2]
     assert decoder["outputs"][0]["shape"] == ["prompts", 3, 64, 64]
     provenance = manifest["provenance"]["proposer"]
@@ -121,8 +131,9 @@ def test_large_weights_go_to_one_side_file(monkeypatch, pack_dir, sam_folders, t
                                                            "prop_encoder.onnx.data"]
     assert "prop_decoder.onnx.data" in manifest["files"]
     proposer_files = {p.name for p in pack.glob("prop_*")}
-    assert proposer_files == {"prop_encoder.onnx", "prop_encoder.onnx.data", "prop_decoder.onnx",
-                              "prop_decoder.onnx.data"}
+    assert proposer_files == {f"prop_{g}.onnx{data}" for g in ("encoder", "decoder_image",
+                                                                 "decoder")
+                              for data in ("", ".data")}
     image = np.random.default_rng(1).integers(0, 256, (30, 40, 3), dtype=np.uint8)
     seg = Segmenter.from_pack(pack)
     assert len(seg.propose(image, points_per_side=3, pred_iou_thresh=0,
@@ -134,12 +145,38 @@ def test_large_weights_go_to_one_side_file(monkeypatch, pack_dir, sam_folders, t
         Segmenter.from_pack(pack)
 
 
-def test_sam2_decoder_graph_equals_transformers_forward():
-    """The exported SAM 2 decoder broadcasts the per-image maps instead of copying them per
-    prompt; the module it is traced from must still be transformers' own forward, exactly."""
+@pytest.mark.parametrize("family", ["sam", "sam2"])
+def test_split_decoder_equals_transformers_forward(family):
+    """The decoder's two halves, composed, against transformers' own forward: the per-image
+    half and the projections moved onto the tokens change only the summation order."""
     import torch
 
-    from zsris_rt.export.onnx_sam import DecoderGraph, EncoderGraph
+    from zsris_rt.export.onnx_sam import EncoderGraph, transformers_decoder
+    from zsris_rt.export.onnx_sam_decoder import DecoderImageGraph, PromptDecoderGraph
+    from zsris_rt.export.random_checkpoint import random_sam
+
+    model = random_sam(family, "tiny", seed=4)
+    with torch.no_grad():
+        embeddings = EncoderGraph(model)(torch.randn(1, 3, 256, 256))
+        embeddings = embeddings if isinstance(embeddings, tuple) else (embeddings,)
+        points = torch.rand(5, 2, 2) * 256
+        labels = torch.tensor([[1, -1], [1, 0], [0, 1], [1, 1], [1, -1]])
+        logits, iou = PromptDecoderGraph(model)(*DecoderImageGraph(model)(*embeddings), points,
+                                                labels)
+    want_logits, want_iou = transformers_decoder(model, dict(enumerate(embeddings)), points,
+                                                 labels)
+    assert logits.abs().max() > 1
+    scale = float(want_logits.abs().max())
+    torch.testing.assert_close(logits, want_logits, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(iou, want_iou, rtol=1e-5, atol=1e-5)
+
+
+def test_one_graph_decoder_equals_transformers_forward():
+    """The one-graph decoder (older packs; the benchmarks' baseline) broadcasts SAM 2's per-image
+    maps instead of copying them per prompt; it must still be transformers' own forward."""
+    import torch
+
+    from zsris_rt.export.onnx_sam import EncoderGraph, OneGraphDecoder, transformers_decoder
     from zsris_rt.export.random_checkpoint import random_sam
 
     model = random_sam("sam2", "tiny", seed=4)
@@ -147,9 +184,9 @@ def test_sam2_decoder_graph_equals_transformers_forward():
         embeddings = EncoderGraph(model)(torch.randn(1, 3, 256, 256))
         points = torch.rand(5, 2, 2) * 256
         labels = torch.tensor([[1, -1], [1, 0], [0, 1], [1, 1], [1, -1]])
-        logits, iou = DecoderGraph(model)(*embeddings, points, labels)
-        want = model(image_embeddings=list(embeddings), input_points=points[None],
-                     input_labels=labels[None], multimask_output=True)
+        logits, iou = OneGraphDecoder(model)(*embeddings, points, labels)
+    want_logits, want_iou = transformers_decoder(model, dict(enumerate(embeddings)), points,
+                                                 labels)
     assert logits.abs().max() > 1
-    torch.testing.assert_close(logits, want.pred_masks[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(iou, want.iou_scores[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(logits, want_logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(iou, want_iou, rtol=1e-5, atol=1e-6)

@@ -12,6 +12,7 @@ import torch
 from conftest import random_scene
 from zsris_rt import Segmenter
 from zsris_rt.errors import NoMaskError, ZsrisError
+from zsris_rt.pack import load_pack
 
 FAMILIES = ("sam", "sam2")
 # Random weights make huge, overlapping masks: with segment-anything's thresholds one survives.
@@ -108,6 +109,33 @@ def test_chunk_size_does_not_change_result(segmenters, family) -> None:
         assert_same_proposals(other, results[0], tie=1e-4)
 
 
+def test_decoder_calls_are_cut_to_the_memory_budget(segmenters, monkeypatch) -> None:
+    """`points_per_batch` is the filter's chunk; a decoder call holds at most
+    `DECODER_CALL_BYTES` of activations (estimated), so a tiny budget means one prompt a call."""
+    import zsris_rt.proposer as proposer_module
+
+    seg = segmenters["sam2"]
+    image, _ = random_scene(np.random.default_rng(13), 60, 80, 1)
+    whole = seg.propose(image, **NO_FILTERS)
+    embedding = seg.proposer.encode(image)
+    per_call = proposer_module.prompts_per_call(embedding, seg.proposer.settings.low_res_size)
+    assert per_call >= 64  # the tiny geometry fits a whole chunk in the default budget
+    monkeypatch.setattr(proposer_module, "DECODER_CALL_BYTES", 1)
+    assert proposer_module.prompts_per_call(embedding, seg.proposer.settings.low_res_size) == 1
+    calls: list[int] = []
+    original = seg.backend.run_batched
+
+    def counting(graph, inputs, batched):
+        if graph == "prop_decoder":
+            calls.append(len(inputs["points"]))
+        return original(graph, inputs, batched)
+
+    monkeypatch.setattr(seg.backend, "run_batched", counting)
+    cut = seg.propose(image, **NO_FILTERS)
+    assert calls == [1] * 64
+    assert_same_proposals(cut, whole, tie=1e-4)
+
+
 def test_deterministic_and_encoder_runs_once(segmenters) -> None:
     seg = segmenters["sam"]
     seg.clear_caches()
@@ -130,6 +158,45 @@ def test_deterministic_and_encoder_runs_once(segmenters) -> None:
     np.testing.assert_array_equal(first.masks, second.masks)
     np.testing.assert_array_equal(first.iou, second.iou)
     assert len(loose) == 3 * 8 * 8
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_graph_decoder_pack_still_runs(proposer_packs, models, family, tmp_path) -> None:
+    """A pack exported before the decoder was split (no `prop_decoder_image`; its decoder takes
+    the encoder's outputs) proposes the same masks."""
+    import json
+    import shutil
+
+    from zsris_rt.export.onnx_graph import GraphSpec, export_checked
+    from zsris_rt.export.onnx_sam import OneGraphDecoder, proposer_graph_specs
+    from zsris_rt.export.reference_amg import reference_generate
+    from zsris_rt.pack import write_manifest
+
+    pack = tmp_path / "old"
+    shutil.copytree(proposer_packs[family], pack)
+    split = {spec.name: spec for spec in proposer_graph_specs(models[family])}
+    image_half, decoder = split["prop_decoder_image"], split["prop_decoder"]
+    prompts = {"points": decoder.inputs["points"], "labels": decoder.inputs["labels"]}
+    other = {"points": decoder.variant["points"], "labels": decoder.variant["labels"]}
+    entry = export_checked(GraphSpec(
+        "prop_decoder", OneGraphDecoder(models[family]), {**image_half.inputs, **prompts},
+        decoder.outputs, decoder.dynamic_axes, {**image_half.variant, **other}), pack, str)
+    manifest = load_pack(pack, verify=False).manifest
+    for name in ("prop_decoder_image.onnx", "prop_decoder_image.onnx.data"):
+        manifest.files.pop(name, None)
+        (pack / name).unlink(missing_ok=True)
+    del manifest.graphs["prop_decoder_image"]
+    manifest.graphs["prop_decoder"] = entry
+    write_manifest(pack, manifest)
+    raw = json.loads((pack / "manifest.json").read_text())
+    del raw["proposer"]["decoder_state"]  # as such packs wrote it
+    (pack / "manifest.json").write_text(json.dumps(raw))
+    seg = Segmenter.from_pack(pack)
+    assert seg.pack.graph_names[-2:] == ("prop_encoder", "prop_decoder")
+    image, _ = random_scene(np.random.default_rng(12), 90, 120, 1)
+    got = seg.propose(image, **FILTERED)
+    assert_same_proposals(got, reference_generate(models[family], seg.proposer.settings, image,
+                                                  **FILTERED))
 
 
 def test_max_masks_keeps_the_best(segmenters) -> None:
@@ -201,22 +268,30 @@ def test_bad_options_are_refused(segmenters) -> None:
             seg.propose(image, **bad)
 
 
-def test_decode_takes_multi_point_prompts(segmenters, models) -> None:
-    """The decoder graph's general form: several points per prompt, background and padding
-    labels, against the PyTorch model on the same embedding."""
-    seg = segmenters["sam"]
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decode_takes_multi_point_prompts(segmenters, models, family) -> None:
+    """The split decoder's general form: several points per prompt, background and padding
+    labels, against transformers' own forward on the same encoder outputs."""
+    from zsris_rt.export.onnx_sam import transformers_decoder
+    from zsris_rt.input_frame import prepare_input
+
+    seg = segmenters[family]
     image, _ = random_scene(np.random.default_rng(8), 100, 150, 1)
     embedding = seg.proposer.encode(image)
+    assert set(embedding.tensors) == set(seg.proposer.settings.decoder_state)
+    pixels, _ = prepare_input(image, seg.proposer.settings)
+    encoded = seg.backend.run("prop_encoder", {"image": pixels})
     points = np.array([[[10, 20], [90, 50]], [[140, 90], [0, 0]]], dtype=np.float32)
     labels = np.array([[1, 0], [1, -1]])
     logits, iou = seg.proposer.decode(embedding, points, labels)
-    frame_points = torch.from_numpy(embedding.frame.to_input(points))
-    with torch.no_grad():
-        out = models["sam"](image_embeddings=torch.from_numpy(
-            embedding.tensors["image_embeddings"]), input_points=frame_points[None],
-            input_labels=torch.from_numpy(labels)[None], multimask_output=True)
-    np.testing.assert_allclose(logits, out.pred_masks[0].numpy(), atol=1e-3, rtol=1e-3)
-    np.testing.assert_allclose(iou, out.iou_scores[0].numpy(), atol=1e-4)
+    want_logits, want_iou = transformers_decoder(
+        models[family], {k: torch.from_numpy(v) for k, v in
+                         zip(seg.proposer.settings.embeddings, encoded, strict=True)},
+        torch.from_numpy(embedding.frame.to_input(points)), torch.from_numpy(labels))
+    assert np.abs(logits).max() > 1
+    scale = np.abs(want_logits.numpy()).max()
+    np.testing.assert_allclose(logits, want_logits.numpy(), atol=1e-4 * scale)
+    np.testing.assert_allclose(iou, want_iou.numpy(), atol=1e-4)
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 0.97, 1.0])
