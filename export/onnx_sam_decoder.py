@@ -95,16 +95,16 @@ def _token_to_image(attention: nn.Module, queries: torch.Tensor, image: torch.Te
     added, values N×HW×C) with both image projections moved onto the tokens."""
     heads, dim = _head_split(attention)
     prompts, tokens, _ = queries.shape
-    q = attention.q_proj(queries).reshape(prompts, tokens, heads, dim)
+    q = attention.q_proj(queries).reshape(prompts, tokens, heads, dim).transpose(1, 2)
     # scoresₕ = (X W_kₕᵀ + b_kₕ) qₕ = X (W_kₕᵀ qₕ) + const: the constant cancels in the softmax.
-    folded = torch.einsum("nthd,hdc->nhtc", q, _per_head(attention.k_proj.weight, heads))
+    folded = torch.matmul(q, _per_head(attention.k_proj.weight, heads))  # N×h×T×C
     folded = (folded * attention.scaling).reshape(prompts, heads * tokens, -1)
     scores = torch.matmul(image, folded.transpose(1, 2)).transpose(1, 2)
     weights = torch.softmax(scores, dim=-1)
     mixed = torch.matmul(weights, values).reshape(prompts, heads, tokens, -1)
     # Rows of `weights` sum to one: A (V W_vᵀ + b_v) = (A V) W_vᵀ + b_v.
-    out = torch.einsum("nhtc,hdc->nthd", mixed, _per_head(attention.v_proj.weight, heads))
-    out = out + attention.v_proj.bias.reshape(heads, dim)
+    out = torch.matmul(mixed, _per_head(attention.v_proj.weight, heads).transpose(1, 2))
+    out = out.transpose(1, 2) + attention.v_proj.bias.reshape(heads, dim)  # N×T×h×d
     return _out_proj(attention)(out.reshape(prompts, tokens, heads * dim))
 
 
@@ -131,18 +131,18 @@ def _image_to_token(attention: nn.Module, image_queries: torch.Tensor | None,
         scores = torch.matmul(image_queries, _block_diagonal(k, heads))
     else:
         # (X W_qₕᵀ + b_qₕ) kₕ = X (W_qₕᵀ kₕ) + b_qₕ·kₕ
-        kh = k.reshape(prompts, tokens, heads, dim)
-        folded = torch.einsum("nthd,hdc->ncht", kh, _per_head(attention.q_proj.weight, heads))
-        bias = torch.einsum("nthd,hd->nht", kh, attention.q_proj.bias.reshape(heads, dim))
-        scores = torch.matmul(image, folded.reshape(prompts, -1, heads * tokens)) + \
-            bias.reshape(prompts, 1, heads * tokens)
+        kh = k.reshape(prompts, tokens, heads, dim).transpose(1, 2)  # N×h×T×d
+        folded = torch.matmul(kh, _per_head(attention.q_proj.weight, heads))  # N×h×T×C
+        folded = folded.permute(0, 3, 1, 2).reshape(prompts, -1, heads * tokens)
+        bias = (kh * attention.q_proj.bias.reshape(heads, 1, dim)).sum(-1)  # N×h×T
+        scores = torch.matmul(image, folded) + bias.reshape(prompts, 1, heads * tokens)
     weights = torch.softmax(scores.unflatten(-1, (heads, tokens)), dim=-1).flatten(-2)
     # Σₕ Aₕ (Vₕ W_oₕᵀ + b_o / h): each head's values through its slice of the output projection
     # first; each head's weights sum to one, so the output bias rides along in the product.
-    v = attention.v_proj(token_values).reshape(prompts, tokens, heads, dim)
+    v = attention.v_proj(token_values).reshape(prompts, tokens, heads, dim).transpose(1, 2)
     out_proj = _out_proj(attention)
-    projected = torch.einsum("nthd,chd->nhtc", v, out_proj.weight.reshape(-1, heads, dim)) + \
-        out_proj.bias / heads
+    per_head = out_proj.weight.reshape(-1, heads, dim).permute(1, 2, 0)  # h×d×C
+    projected = torch.matmul(v, per_head) + out_proj.bias / heads  # N×h×T×C
     return torch.matmul(weights, projected.reshape(prompts, heads * tokens, -1))
 
 

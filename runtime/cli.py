@@ -17,6 +17,7 @@ from typing import Any
 
 from .backends import BACKENDS, PRECISIONS
 from .errors import NoMaskError, ZsrisError
+from .proposer_modes import MODES as PROPOSER_MODES
 
 EPILOG = """\
 examples:
@@ -119,8 +120,17 @@ def add_segmenter_options(parser: argparse.ArgumentParser) -> None:
 
 def add_proposer_options(parser: argparse.ArgumentParser, title: str) -> None:
     group = parser.add_argument_group(title)
+    add_proposer_mode(group)
     for name, kind, text in PROPOSER_OPTIONS:
         group.add_argument("--" + name.replace("_", "-"), type=kind, help=text)
+
+
+def add_proposer_mode(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--proposer-mode", choices=PROPOSER_MODES,
+                        help="exact: segment-anything's generator, every grid point (default); "
+                             "fast: the grid coarse to fine, skipping points inside masks "
+                             "already found (far fewer prompts; `zsris-rt check "
+                             "--proposer-mode fast` measures what it changes)")
 
 
 def proposer_overrides(args: argparse.Namespace, masks_given: bool, given_as: str
@@ -128,9 +138,10 @@ def proposer_overrides(args: argparse.Namespace, masks_given: bool, given_as: st
     """The proposer options set on the command line; refused when masks are given instead."""
     overrides = {name: getattr(args, name) for name, _, _ in PROPOSER_OPTIONS
                  if getattr(args, name) is not None}
-    if masks_given and overrides:
+    given = [*overrides, *(["proposer_mode"] if args.proposer_mode is not None else [])]
+    if masks_given and given:
         raise ZsrisError("proposer options (--" + ", --".join(
-            n.replace("_", "-") for n in overrides) + f") do not apply with {given_as}")
+            n.replace("_", "-") for n in given) + f") do not apply with {given_as}")
     return overrides
 
 
@@ -144,7 +155,8 @@ def load_segmenter(args: argparse.Namespace):  # -> Segmenter (imported lazily: 
                                spacy_model=args.spacy_model, threads=args.threads,
                                verify=not args.no_verify, precision=args.precision,
                                engine_cache=args.engine_cache, local_top=args.local_top,
-                               local_bound=args.local_bound)
+                               local_bound=args.local_bound,
+                               proposer_mode=getattr(args, "proposer_mode", None) or "exact")
 
 
 def error_exit(prog: str, exc: ZsrisError) -> int:
@@ -202,6 +214,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"image": str(args.image), "image_size": list(scene.image_size),
             "num_masks": scene.num_masks, "pack": str(args.pack),
             "masks_from": str(args.masks) if args.masks else "proposer",
+            **({} if proposals is None else {"proposer": {
+                **proposals.mode, "prompts": proposals.prompts,
+                "grid_points": proposals.grid_points}}),
             "maskops": implementation(),
             **seg.backend.describe(), "results": records}
 

@@ -20,6 +20,7 @@ from .errors import ZsrisError
 from .input_frame import InputFrame, prepare_input
 from .maskops import logit_masks, logit_statistics, mask_nms
 from .pack import GeneratorDefaults, ProposerSettings
+from .proposer_modes import ProposerMode, grid_levels, proposer_mode
 from .results import Proposals
 
 # A decoder call's activations grow with its prompts (about 70 MB per prompt at SAM ViT-B and
@@ -129,66 +130,143 @@ class Proposer:
         return logits, iou
 
     def generate(self, embedding: ImageEmbedding, timings: dict[str, float] | None = None,
-                 **overrides: object) -> Proposals:
+                 mode: str | ProposerMode = "exact", **overrides: object) -> Proposals:
         """The automatic mask generator's masks for an encoded image; see `GeneratorDefaults`
-        for the options (each a keyword here)."""
+        for the options (each a keyword here) and `proposer_modes` for `mode`."""
         opts = generator_options(self.settings.generator, overrides)
+        plan = proposer_mode(mode)
         timings = {} if timings is None else timings
         frame = embedding.frame
         height, width = frame.image_size
         maps = frame.logit_maps(self.settings.low_res_size)
-        threshold = self.settings.mask_threshold
-        grid = (point_grid(opts.points_per_side) * np.array([width, height])).astype(np.float32)
-        kept: dict[str, list[np.ndarray]] = {k: [] for k in
-                                             ("logits", "iou", "stability", "boxes", "points")}
+        side = opts.points_per_side
+        grid = (point_grid(side) * np.array([width, height])).astype(np.float32)
+        kept = _Kept()
+        # The grid as an n×n lattice of image pixels: where each point reads a kept mask.
+        pixel_rows = maps[0][np.minimum(grid[::side, 1].astype(np.int64), height - 1)]
+        pixel_cols = maps[1][np.minimum(grid[:side, 0].astype(np.int64), width - 1)]
+        covered = np.zeros(side * side, dtype=bool)
         decode_ms = filter_ms = 0.0
-        for start in range(0, len(grid), opts.points_per_batch):
-            points = grid[start:start + opts.points_per_batch]
-            tick = time.perf_counter()
-            logits, iou = self.decode(embedding, points[:, None, :],
-                                      np.ones((len(points), 1), dtype=np.int64))
-            tock = time.perf_counter()
-            masks_per_point = logits.shape[1]
-            logits = logits.reshape(-1, *logits.shape[2:])
-            iou = iou.reshape(-1)
-            points = np.repeat(points, masks_per_point, axis=0)
-            keep = iou > opts.pred_iou_thresh if opts.pred_iou_thresh > 0 else \
-                np.ones(iou.shape, dtype=bool)
-            logits, iou, points = logits[keep], iou[keep], points[keep]
-            stability, boxes, area = logit_statistics(logits, maps, threshold,
-                                                      opts.stability_score_offset)
-            keep = area > 0  # an empty mask has nothing to score (stability drops it by default)
-            if opts.stability_score_thresh > 0:
-                keep &= stability >= opts.stability_score_thresh
-            for name, value in (("logits", logits), ("iou", iou), ("stability", stability),
-                                ("boxes", boxes), ("points", points)):
-                kept[name].append(value[keep])
-            decode_ms += (tock - tick) * 1e3
-            filter_ms += (time.perf_counter() - tock) * 1e3
+        decoded = 0
+        for level in grid_levels(side, plan.coarse_to_fine):
+            before = len(kept)
+            start = 0
+            while start < len(level):
+                chunk = level[start:start + opts.points_per_batch]
+                start += len(chunk)
+                if plan.skip_covered:
+                    # Points covered by masks kept in earlier chunks are not decoded; the chunk
+                    # is refilled from the rest of the level.
+                    chunk = chunk[~covered[chunk]]
+                    while len(chunk) < opts.points_per_batch and start < len(level):
+                        more = level[start:start + opts.points_per_batch - len(chunk)]
+                        start += len(more)
+                        chunk = np.concatenate([chunk, more[~covered[more]]])
+                    if len(chunk) == 0:
+                        continue
+                points = grid[chunk]
+                tick = time.perf_counter()
+                logits, iou = self.decode(embedding, points[:, None, :],
+                                          np.ones((len(points), 1), dtype=np.int64))
+                tock = time.perf_counter()
+                decoded += len(points)
+                had = len(kept)
+                kept.add_filtered(logits, iou, points, maps, self.settings.mask_threshold, opts)
+                if plan.skip_covered and len(kept) > had:
+                    covered |= _covered(kept.logits[-1], pixel_rows, pixel_cols,
+                                        self.settings.mask_threshold)
+                decode_ms += (tock - tick) * 1e3
+                filter_ms += (time.perf_counter() - tock) * 1e3
+            if plan.stop_when_idle and len(kept) > 0 and not kept.new_survivors(
+                    before, opts.box_nms_thresh):
+                break
         tick = time.perf_counter()
-        # The survivors' low-res logits stay in their chunks (up to 256 KiB each): only the few
-        # that pass NMS are gathered, never all of them into one array.
-        logit_chunks = kept.pop("logits")
-        found = {name: np.concatenate(parts) for name, parts in kept.items()}
+        masks, order, found = kept.final(maps, self.settings.mask_threshold, opts)
+        timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + decode_ms
+        timings["prop_filter"] = timings.get("prop_filter", 0.0) + filter_ms
+        timings["prop_nms"] = (time.perf_counter() - tick) * 1e3
+        boxes = found["boxes"][order] + np.array([0, 0, 1, 1])  # inclusive → exclusive
+        return Proposals(masks=masks, iou=found["iou"][order].astype(np.float32),
+                         stability=found["stability"][order].astype(np.float32),
+                         boxes=boxes.astype(np.int64), points=found["points"][order],
+                         timings=timings, mode=plan.describe(), prompts=decoded,
+                         grid_points=side * side)
+
+
+def _covered(logits: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+             threshold: float) -> np.ndarray:
+    """n² bool: grid points inside any of the masks `logits` (K×l×l), read at the points' pixels
+    only (n×l rows and columns of the upsampling maps), never at full resolution."""
+    at_points = np.matmul(np.matmul(rows, logits), cols.T)  # K×n×n
+    return np.any(at_points > threshold, axis=0).ravel()
+
+
+class _Kept:
+    """The masks that passed the per-chunk filters so far, chunk by chunk: low-res logits stay in
+    their chunks (up to 256 KiB each), so only the few that pass NMS are ever gathered."""
+
+    def __init__(self) -> None:
+        self.logits: list[np.ndarray] = []
+        self.rest: dict[str, list[np.ndarray]] = {k: [] for k in
+                                                  ("iou", "stability", "boxes", "points")}
+
+    def __len__(self) -> int:
+        return sum(len(chunk) for chunk in self.logits)
+
+    def add_filtered(self, logits: np.ndarray, iou: np.ndarray, points: np.ndarray,
+                     maps: tuple[np.ndarray, np.ndarray], threshold: float,
+                     opts: GeneratorDefaults) -> None:
+        """Keep the masks of one decoded chunk that pass the predicted-IoU and stability
+        filters (segment-anything's, in its order); an empty chunk keeps nothing."""
+        masks_per_point = logits.shape[1]
+        logits = logits.reshape(-1, *logits.shape[2:])
+        iou = iou.reshape(-1)
+        points = np.repeat(points, masks_per_point, axis=0)
+        keep = iou > opts.pred_iou_thresh if opts.pred_iou_thresh > 0 else \
+            np.ones(iou.shape, dtype=bool)
+        logits, iou, points = logits[keep], iou[keep], points[keep]
+        stability, boxes, area = logit_statistics(logits, maps, threshold,
+                                                  opts.stability_score_offset)
+        keep = area > 0  # an empty mask has nothing to score (stability drops it by default)
+        if opts.stability_score_thresh > 0:
+            keep &= stability >= opts.stability_score_thresh
+        if not keep.any():
+            return
+        self.logits.append(logits[keep])
+        for name, value in (("iou", iou), ("stability", stability), ("boxes", boxes),
+                            ("points", points)):
+            self.rest[name].append(value[keep])
+
+    def _found(self) -> dict[str, np.ndarray]:
+        return {name: np.concatenate(parts) for name, parts in self.rest.items()}
+
+    def new_survivors(self, since: int, box_nms_thresh: float) -> bool:
+        """Whether any mask kept after the first `since` survives box NMS over all kept."""
+        found = self._found()
+        return bool(np.any(box_nms(found["boxes"], found["iou"], box_nms_thresh) >= since))
+
+    def final(self, maps: tuple[np.ndarray, np.ndarray], threshold: float,
+              opts: GeneratorDefaults) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """(K×H×W masks, their indices among the kept, the kept's columns): box NMS, then
+        `max_masks` and the optional mask NMS."""
+        if not self.logits:
+            empty = np.zeros((0, *maps[0].shape[:1], maps[1].shape[0]), dtype=bool)
+            return empty, np.zeros(0, dtype=np.int64), {
+                "iou": np.zeros(0, np.float32), "stability": np.zeros(0, np.float32),
+                "boxes": np.zeros((0, 4), np.int64), "points": np.zeros((0, 2), np.float32)}
+        found = self._found()
         order = box_nms(found["boxes"], found["iou"], opts.box_nms_thresh)
         if opts.max_masks is not None and opts.mask_nms_thresh is None:
             order = order[:opts.max_masks]
-        starts = np.cumsum([0] + [len(chunk) for chunk in logit_chunks])
-        chosen = np.empty((len(order), *logit_chunks[0].shape[1:]), dtype=np.float32)
+        starts = np.cumsum([0] + [len(chunk) for chunk in self.logits])
+        chosen = np.empty((len(order), *self.logits[0].shape[1:]), dtype=np.float32)
         for row, index in enumerate(order):
             chunk = int(np.searchsorted(starts, index, side="right")) - 1
-            chosen[row] = logit_chunks[chunk][index - starts[chunk]]
+            chosen[row] = self.logits[chunk][index - starts[chunk]]
         masks = logit_masks(chosen, maps, threshold)
         if opts.mask_nms_thresh is not None:
             # `order` is best first with ties in grid order, as mask_nms sorts: kept stays so.
             survivors = mask_nms(masks, found["iou"][order], opts.mask_nms_thresh)
             survivors = survivors[:opts.max_masks]
             order, masks = order[survivors], masks[survivors]
-        boxes = found["boxes"][order] + np.array([0, 0, 1, 1])  # inclusive → exclusive
-        timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + decode_ms
-        timings["prop_filter"] = timings.get("prop_filter", 0.0) + filter_ms
-        timings["prop_nms"] = (time.perf_counter() - tick) * 1e3
-        return Proposals(masks=masks, iou=found["iou"][order].astype(np.float32),
-                         stability=found["stability"][order].astype(np.float32),
-                         boxes=boxes.astype(np.int64), points=found["points"][order],
-                         timings=timings)
+        return masks, order, found

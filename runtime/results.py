@@ -19,6 +19,9 @@ class Proposals:
     boxes: np.ndarray  # K×4 int64, tight [x0, y0, x1, y1) boxes
     points: np.ndarray  # K×2 float32, the grid point (x, y) in image pixels that made each mask
     timings: dict[str, float] = field(default_factory=dict)  # stage → milliseconds
+    mode: dict[str, object] = field(default_factory=dict)  # the proposer mode that ran
+    prompts: int = 0  # point prompts decoded
+    grid_points: int = 0  # points in the grid (exact decodes them all)
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])

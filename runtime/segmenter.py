@@ -28,6 +28,8 @@ from .maskops import mask_grid, masked_crops, tight_boxes
 from .masks import validate_masks
 from .pack import CLIP_GRAPHS, ClipSettings, Pack, default_pack, load_pack
 from .proposer import ImageEmbedding, Proposer
+from .proposer_modes import ProposerMode
+from .proposer_modes import proposer_mode as proposer_mode_of
 from .resize import resize_bilinear
 from .results import Proposals, Result, Scene
 from .text import ExpressionParser, Phrases
@@ -63,8 +65,10 @@ class Segmenter:
 
     def __init__(self, pack: Pack, backend: Backend, alpha: float | None = None,
                  beta: float | None = None, spacy_model: str | None = None,
-                 local_top: int | None = None, local_bound: bool = False) -> None:
+                 local_top: int | None = None, local_bound: bool = False,
+                 proposer_mode: str | ProposerMode = "exact") -> None:
         self.pack = pack
+        self.proposer_mode = proposer_mode_of(proposer_mode)
         self.settings: ClipSettings = pack.clip
         self.backend = backend
         self.alpha = _weight("alpha", alpha, self.settings.alpha)
@@ -97,34 +101,39 @@ class Segmenter:
                   spacy_model: str | None = None, threads: int | None = None,
                   verify: bool = True, precision: str = "fp32", local_top: int | None = None,
                   local_bound: bool = False,
-                  engine_cache: str | os.PathLike[str] | None = None) -> Segmenter:
+                  engine_cache: str | os.PathLike[str] | None = None,
+                  proposer_mode: str | ProposerMode = "exact") -> Segmenter:
         """Load and verify a pack (default: the demo pack, see `default_pack`), and bind it to a
         backend ("cpu", "cuda", "ort-trt", "trt" or "auto"; see `create_backend`) at `precision`
         ("fp32"; "int8": the pack's int8 graphs or TensorRT int8 engines; "fp16": TensorRT).
-        `engine_cache`: TensorRT's engine folder. `local_top`/`local_bound`: see the class."""
+        `engine_cache`: TensorRT's engine folder. `local_top`/`local_bound`: see the class.
+        `proposer_mode`: "exact" (segment-anything's generator) or "fast" (runtime/
+        proposer_modes.py), the default of `propose` and `encode_image`."""
         pack = load_pack(default_pack() if path is None else Path(path), verify=verify)
         validate_local_top(local_top)  # refuse bad options before building a backend
         validate_local_bound(local_bound, pack.clip.local_norm_bound)
+        proposer_mode_of(proposer_mode)
         return cls(pack, create_backend(pack, backend, threads=threads, precision=precision,
                                         engine_cache=engine_cache),
-                   alpha, beta, spacy_model, local_top, local_bound)
+                   alpha, beta, spacy_model, local_top, local_bound, proposer_mode)
 
     @property
     def spacy_model(self) -> str:
         return self.parser.spacy_model
 
     def propose(self, image: np.ndarray | str | os.PathLike[str],
-                **overrides: object) -> Proposals:
+                mode: str | ProposerMode | None = None, **overrides: object) -> Proposals:
         """Candidate masks for the image, segment-anything style; each option of
-        `GeneratorDefaults` (points_per_side, pred_iou_thresh, ...) is a keyword override.
-        The encoder runs once per image: asking again with other options reuses it."""
+        `GeneratorDefaults` (points_per_side, pred_iou_thresh, ...) is a keyword override, and
+        `mode` ("exact", "fast") overrides the segmenter's proposer mode. The encoder runs once
+        per image: asking again with other options or another mode reuses it."""
         timings: dict[str, float] = {}
         with _timed(timings, "decode"):
             rgb = as_rgb(image)
-        return self._propose(rgb, timings, overrides)
+        return self._propose(rgb, timings, mode, overrides)
 
     def _propose(self, rgb: np.ndarray, timings: dict[str, float],
-                 overrides: dict[str, object]) -> Proposals:
+                 mode: str | ProposerMode | None, overrides: dict[str, object]) -> Proposals:
         if self.proposer is None:
             raise MaskError(f"pack {self.pack.root} has no proposer: pass masks, or add one "
                             "with `zsris-export sam CHECKPOINT --pack PACK`")
@@ -139,25 +148,28 @@ class Segmenter:
                 self._embedding_cache.popitem(last=False)
         else:
             self._embedding_cache.move_to_end(key)
-        return self.proposer.generate(embedding, timings, **overrides)
+        return self.proposer.generate(embedding, timings,
+                                      self.proposer_mode if mode is None else mode, **overrides)
 
     def encode_image(self, image: np.ndarray | str | os.PathLike[str],
-                     masks: np.ndarray | None = None, **overrides: object) -> Scene:
+                     masks: np.ndarray | None = None,
+                     proposer_mode: str | ProposerMode | None = None,
+                     **overrides: object) -> Scene:
         """f^G and f^L of every mask (SPEC §1–3); f^L only when queried if this segmenter prunes
         it (`local_top`, `local_bound`). Without `masks`, the pack's proposer makes them
-        (`overrides` go to `propose`)."""
+        (`proposer_mode` and `overrides` go to `propose`)."""
         timings: dict[str, float] = {}
         s = self.settings
         with _timed(timings, "decode"):
             rgb = as_rgb(image)
         proposals = None
         if masks is None:
-            proposals = self._propose(rgb, timings, overrides)
+            proposals = self._propose(rgb, timings, proposer_mode, overrides)
             if len(proposals) == 0:
                 raise NoMaskError("the proposer kept no mask for this image (lower "
                                   "pred_iou_thresh or stability_score_thresh to keep more)")
             masks = proposals.masks
-        elif overrides:
+        elif overrides or proposer_mode is not None:
             raise TypeError("proposer options apply only when no masks are given")
         with _timed(timings, "preprocess"):
             masks = validate_masks(masks, rgb.shape[:2])
@@ -245,7 +257,8 @@ class Segmenter:
                       timings=timings, local_computed=choice.local_computed)
 
     def segment(self, image: np.ndarray | str | os.PathLike[str], text: str,
-                masks: np.ndarray | None = None, **overrides: object) -> Result:
-        """One image, one expression: `query(encode_image(image, masks), text)`."""
+                masks: np.ndarray | None = None, proposer_mode: str | ProposerMode | None = None,
+                **overrides: object) -> Result:
+        """One image, one expression: `query(encode_image(image, masks, ...), text)`."""
         self.parser.parse(text)  # reject a bad expression before paying for the image
-        return self.query(self.encode_image(image, masks, **overrides), text)
+        return self.query(self.encode_image(image, masks, proposer_mode, **overrides), text)

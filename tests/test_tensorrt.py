@@ -291,7 +291,7 @@ def test_a_cached_plan_is_reused(fake10: FakeGpu, demo, tmp_path: Path) -> None:
     listed = {(e["graph"], e["precision"]) for e in cached_engines(demo, tmp_path)}
     assert listed == {("clip_text", "fp16"), ("clip_masked_head", "fp16")}
     assert set(engines_missing(demo, "fp16", tmp_path)) == \
-        {"clip_trunk", "clip_image", "prop_encoder", "prop_decoder"}
+        {"clip_trunk", "clip_image", "prop_encoder", "prop_decoder_image", "prop_decoder"}
 
 
 def test_an_engine_of_another_masks_profile_is_found(fake10: FakeGpu, demo,
@@ -368,10 +368,11 @@ def test_chunks_above_the_profile_max_match_onnxruntime(fake: FakeGpu, demo,
     int_type = np.int64 if fake.trt.__version__.startswith("10") else np.int32
     assert trt.engine("clip_text").dtypes["ids"] == int_type
 
-    embeddings = rng.normal(size=(1, 64, 16, 16)).astype(np.float32)
+    state = {entry["name"]: rng.normal(size=entry["shape"]).astype(np.float32)
+             for entry in demo.manifest.graphs["prop_decoder"]["inputs"]
+             if entry["name"] in demo.proposer.decoder_state}
     points = rng.uniform(0, 256, size=(70, 1, 2)).astype(np.float32)
-    prompts = {"image_embeddings": embeddings, "points": points,
-               "labels": np.ones((70, 1), dtype=np.int64)}
+    prompts = {**state, "points": points, "labels": np.ones((70, 1), dtype=np.int64)}
     got = trt.run_batched("prop_decoder", prompts, ("points", "labels"))
     for mine, reference in zip(got, ort_run(DEMO / "prop_decoder.onnx", prompts), strict=True):
         np.testing.assert_allclose(mine, reference, rtol=0, atol=1e-5)
@@ -426,7 +427,7 @@ def test_segmenter_on_trt_matches_the_cpu_backend(fake10: FakeGpu, demo, tmp_pat
         np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-4)
     assert {e["source"] for e in fake10.executions} == {f"{g}.onnx" for g in (
         "clip_trunk", "clip_masked_head", "clip_image", "clip_text", "prop_encoder",
-        "prop_decoder")}
+        "prop_decoder_image", "prop_decoder")}
     described = trt.backend.describe()
     assert described["backend"] == "trt" and described["compute_capability"] == "9.0"
     assert set(described["engines"]) == set(demo.manifest.graphs)
