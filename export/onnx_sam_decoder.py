@@ -99,8 +99,7 @@ def _token_to_image(attention: nn.Module, queries: torch.Tensor, image: torch.Te
     # scoresₕ = (X W_kₕᵀ + b_kₕ) qₕ = X (W_kₕᵀ qₕ) + const: the constant cancels in the softmax.
     folded = torch.matmul(q, _per_head(attention.k_proj.weight, heads))  # N×h×T×C
     folded = (folded * attention.scaling).reshape(prompts, heads * tokens, -1)
-    scores = torch.matmul(image, folded.transpose(1, 2)).transpose(1, 2)
-    weights = torch.softmax(scores, dim=-1)
+    weights = torch.softmax(torch.matmul(folded, image.transpose(1, 2)), dim=-1)  # N×hT×HW
     mixed = torch.matmul(weights, values).reshape(prompts, heads, tokens, -1)
     # Rows of `weights` sum to one: A (V W_vᵀ + b_v) = (A V) W_vᵀ + b_v.
     out = torch.matmul(mixed, _per_head(attention.v_proj.weight, heads).transpose(1, 2))
@@ -170,25 +169,28 @@ class PromptDecoderGraph(nn.Module):
             own.insert(0, decoder.obj_score_token.weight)
         fixed = torch.cat(own, dim=0)
         point_embeddings = torch.cat([fixed[None].expand(prompts, -1, -1), sparse[0]], dim=1)
+        # Only the IoU token and the multimask tokens (1…) are read after the transformer.
+        mask_0 = self.iou_token + 1
+        wanted = [self.iou_token, *range(mask_0 + 1, mask_0 + decoder.num_mask_tokens)]
         queries, keys = self._transformer(point_embeddings, src, pos, t2i_keys, t2i_values,
-                                          i2t_queries)
+                                          i2t_queries, wanted)
         skips = args[5:7] if self.family == "sam2" else (None, None)
         upscaled = self._upscale(keys, *skips)
-        mask_0 = self.iou_token + 1
-        hyper = torch.stack([decoder.output_hypernetworks_mlps[i](queries[:, mask_0 + i])
+        hyper = torch.stack([decoder.output_hypernetworks_mlps[i](queries[:, i])
                              for i in range(1, decoder.num_mask_tokens)], dim=2)
         masks = torch.matmul(upscaled, hyper)  # N × (HW·16) × 3, blocked pixel order
         side = self.side
         masks = masks.reshape(prompts, side, side, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
         masks = masks.reshape(prompts, -1, 4 * side, 4 * side)
-        iou = decoder.iou_prediction_head(queries[:, self.iou_token])[:, 1:]
+        iou = decoder.iou_prediction_head(queries[:, 0])[:, 1:]
         return masks, iou
 
     def _transformer(self, tokens: torch.Tensor, src: torch.Tensor, pos: torch.Tensor,
-                     t2i_keys: torch.Tensor, t2i_values: torch.Tensor, i2t_queries: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
+                     t2i_keys: torch.Tensor, t2i_values: torch.Tensor, i2t_queries: torch.Tensor,
+                     wanted: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """`SamTwoWayTransformer.forward` with the image side shared by all prompts until the
-        first image→token update makes it per prompt."""
+        first image→token update makes it per prompt; the final token→image attention only for
+        the `wanted` tokens (each token's attention is its own), which it returns in order."""
         transformer = self.model.mask_decoder.transformer
         queries, keys = tokens, None
         for index, layer in enumerate(transformer.layers):
@@ -217,6 +219,7 @@ class PromptDecoderGraph(nn.Module):
                 update = _image_to_token(layer.cross_attn_image_to_token, None, image,
                                          queries + tokens, queries)
                 keys = layer.layer_norm4(keys + update)
+        queries, tokens = queries[:, wanted], tokens[:, wanted]
         queries = queries + _token_to_image(transformer.final_attn_token_to_image,
                                             queries + tokens, keys + pos, keys)
         return transformer.layer_norm_final_attn(queries), keys
