@@ -136,69 +136,92 @@ class Proposer:
         opts = generator_options(self.settings.generator, overrides)
         plan = proposer_mode(mode)
         timings = {} if timings is None else timings
-        frame = embedding.frame
-        height, width = frame.image_size
-        maps = frame.logit_maps(self.settings.low_res_size)
-        side = opts.points_per_side
-        grid = (point_grid(side) * np.array([width, height])).astype(np.float32)
-        kept = _Kept()
-        # The grid as an n×n lattice of image pixels: where each point reads a kept mask.
-        pixel_rows = maps[0][np.minimum(grid[::side, 1].astype(np.int64), height - 1)]
-        pixel_cols = maps[1][np.minimum(grid[:side, 0].astype(np.int64), width - 1)]
-        covered = np.zeros(side * side, dtype=bool)
-        decode_ms = filter_ms = 0.0
-        decoded = 0
-        for level in grid_levels(side, plan.coarse_to_fine):
-            before = len(kept)
-            start = 0
-            while start < len(level):
-                chunk = level[start:start + opts.points_per_batch]
-                start += len(chunk)
-                if plan.skip_covered:
-                    # Points covered by masks kept in earlier chunks are not decoded; the chunk
-                    # is refilled from the rest of the level.
-                    chunk = chunk[~covered[chunk]]
-                    while len(chunk) < opts.points_per_batch and start < len(level):
-                        more = level[start:start + opts.points_per_batch - len(chunk)]
-                        start += len(more)
-                        chunk = np.concatenate([chunk, more[~covered[more]]])
-                    if len(chunk) == 0:
-                        continue
-                points = grid[chunk]
-                tick = time.perf_counter()
-                logits, iou = self.decode(embedding, points[:, None, :],
-                                          np.ones((len(points), 1), dtype=np.int64))
-                tock = time.perf_counter()
-                decoded += len(points)
-                had = len(kept)
-                kept.add_filtered(logits, iou, points, maps, self.settings.mask_threshold, opts)
-                if plan.skip_covered and len(kept) > had:
-                    covered |= _covered(kept.logits[-1], pixel_rows, pixel_cols,
-                                        self.settings.mask_threshold)
-                decode_ms += (tock - tick) * 1e3
-                filter_ms += (time.perf_counter() - tock) * 1e3
-            if plan.stop_when_idle and len(kept) > 0 and not kept.new_survivors(
-                    before, opts.box_nms_thresh):
+        walk = _GridWalk(self, embedding, opts)
+        for level in grid_levels(opts.points_per_side, plan.coarse_to_fine):
+            before = len(walk.kept)
+            walk.decode(level[~walk.done[level] & ~walk.covered[level]])
+            if not plan.skip_covered:
+                continue
+            survivors = walk.kept.survivors(opts.box_nms_thresh)
+            if plan.recentre:
+                walk.decode(walk.centres(survivors))
+                survivors = walk.kept.survivors(opts.box_nms_thresh)
+            walk.cover(survivors, plan.cover_margin)
+            if plan.stop_when_idle and len(survivors) and not np.any(survivors >= before):
                 break
         tick = time.perf_counter()
-        masks, order, found = kept.final(maps, self.settings.mask_threshold, opts)
-        timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + decode_ms
-        timings["prop_filter"] = timings.get("prop_filter", 0.0) + filter_ms
+        masks, order, found = walk.kept.final(walk.maps, self.settings.mask_threshold, opts)
+        timings["prop_decoder"] = timings.get("prop_decoder", 0.0) + walk.decode_ms
+        timings["prop_filter"] = timings.get("prop_filter", 0.0) + walk.filter_ms
         timings["prop_nms"] = (time.perf_counter() - tick) * 1e3
         boxes = found["boxes"][order] + np.array([0, 0, 1, 1])  # inclusive → exclusive
         return Proposals(masks=masks, iou=found["iou"][order].astype(np.float32),
                          stability=found["stability"][order].astype(np.float32),
                          boxes=boxes.astype(np.int64), points=found["points"][order],
-                         timings=timings, mode=plan.describe(), prompts=decoded,
-                         grid_points=side * side)
+                         timings=timings, mode=plan.describe(), prompts=int(walk.done.sum()),
+                         grid_points=len(walk.grid))
 
 
-def _covered(logits: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-             threshold: float) -> np.ndarray:
-    """n² bool: grid points inside any of the masks `logits` (K×l×l), read at the points' pixels
-    only (n×l rows and columns of the upsampling maps), never at full resolution."""
-    at_points = np.matmul(np.matmul(rows, logits), cols.T)  # K×n×n
-    return np.any(at_points > threshold, axis=0).ravel()
+class _GridWalk:
+    """One image's point grid as the generator walks it: which points are decoded, which lie
+    inside the masks found so far, and the masks kept after the per-chunk filters."""
+
+    def __init__(self, proposer: Proposer, embedding: ImageEmbedding,
+                 opts: GeneratorDefaults) -> None:
+        self.proposer, self.embedding, self.opts = proposer, embedding, opts
+        self.threshold = proposer.settings.mask_threshold
+        frame = embedding.frame
+        height, width = frame.image_size
+        self.maps = frame.logit_maps(proposer.settings.low_res_size)
+        side = opts.points_per_side
+        self.grid = (point_grid(side) * np.array([width, height])).astype(np.float32)
+        # The grid is an n×n lattice: a mask is read at its points through n rows and n columns
+        # of the upsampling maps, never at full resolution.
+        self.rows = self.maps[0][np.minimum(self.grid[::side, 1].astype(np.int64), height - 1)]
+        self.cols = self.maps[1][np.minimum(self.grid[:side, 0].astype(np.int64), width - 1)]
+        self.done = np.zeros(len(self.grid), dtype=bool)
+        self.covered = np.zeros(len(self.grid), dtype=bool)
+        self.kept = _Kept()
+        self.recentred: set[int] = set()
+        self.decode_ms = self.filter_ms = 0.0
+
+    def decode(self, indices: np.ndarray) -> None:
+        """Decode the grid points `indices` in chunks of `points_per_batch`, filtering each."""
+        for start in range(0, len(indices), self.opts.points_per_batch):
+            chunk = indices[start:start + self.opts.points_per_batch]
+            self.done[chunk] = True
+            points = self.grid[chunk]
+            tick = time.perf_counter()
+            logits, iou = self.proposer.decode(self.embedding, points[:, None, :],
+                                               np.ones((len(points), 1), dtype=np.int64))
+            tock = time.perf_counter()
+            self.kept.add_filtered(logits, iou, points, self.maps, self.threshold, self.opts)
+            self.decode_ms += (tock - tick) * 1e3
+            self.filter_ms += (time.perf_counter() - tock) * 1e3
+
+    def _at_grid(self, index: int) -> np.ndarray:
+        """n² logits of kept mask `index` at the grid points."""
+        return (self.rows @ self.kept.logit(index) @ self.cols.T).ravel()
+
+    def centres(self, survivors: np.ndarray) -> np.ndarray:
+        """For each surviving mask not yet seen here, the undecoded grid point where its logit
+        is highest: a prompt at an object's centre gives SAM's best mask of it, while the point
+        that found it may sit on its edge."""
+        picked: list[int] = []
+        for index in (int(i) for i in survivors if int(i) not in self.recentred):
+            self.recentred.add(index)
+            logits = np.where(self.done, -np.inf, self._at_grid(index))
+            best = int(np.argmax(logits))
+            if logits[best] > self.threshold and best not in picked:
+                picked.append(best)
+        return np.array(picked, dtype=np.int64)
+
+    def cover(self, survivors: np.ndarray, margin: float) -> None:
+        """Covered points: inside the core (logit above threshold + `margin`) of a mask that
+        survives NMS so far."""
+        self.covered[:] = False
+        for index in survivors:
+            self.covered |= self._at_grid(int(index)) > self.threshold + margin
 
 
 class _Kept:
@@ -240,10 +263,18 @@ class _Kept:
     def _found(self) -> dict[str, np.ndarray]:
         return {name: np.concatenate(parts) for name, parts in self.rest.items()}
 
-    def new_survivors(self, since: int, box_nms_thresh: float) -> bool:
-        """Whether any mask kept after the first `since` survives box NMS over all kept."""
+    def survivors(self, box_nms_thresh: float) -> np.ndarray:
+        """Indices of the kept masks that survive box NMS over all kept, best first."""
         found = self._found()
-        return bool(np.any(box_nms(found["boxes"], found["iou"], box_nms_thresh) >= since))
+        return box_nms(found["boxes"], found["iou"], box_nms_thresh)
+
+    def logit(self, index: int) -> np.ndarray:
+        """The low-res logits of kept mask `index`."""
+        for chunk in self.logits:
+            if index < len(chunk):
+                return chunk[index]
+            index -= len(chunk)
+        raise IndexError(index)
 
     def final(self, maps: tuple[np.ndarray, np.ndarray], threshold: float,
               opts: GeneratorDefaults) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
