@@ -86,6 +86,18 @@ def compare_graphs(candidate: Backend, reference: Backend,
     return report
 
 
+MATCH_IOU = 0.9  # a mask "is" another when their IoU reaches this (recall, choice agreement)
+
+
+def matched_masks(reference: np.ndarray, candidate: np.ndarray,
+                  threshold: float = MATCH_IOU) -> int:
+    """How many of the `reference` masks (K×H×W) some `candidate` mask overlaps at IoU ≥
+    `threshold`: a proposer's mask recall against another's is this over K."""
+    if len(reference) == 0 or len(candidate) == 0:
+        return 0
+    return int(np.count_nonzero(mask_iou(reference, candidate).max(axis=1) >= threshold))
+
+
 def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequence[Query],
                     masks_for: Callable[[np.ndarray], np.ndarray] | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -96,6 +108,8 @@ def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequenc
     same, total, score_diff = 0, 0, 0.0
     ious: list[float] = []
     times: dict[str, list[float]] = {"reference": [], "candidate": []}
+    prompts: dict[str, list[int]] = {"reference": [], "candidate": []}
+    masks_matched, masks_total = 0, 0
     for number, query in enumerate(queries, start=1):
         masks = None if masks_for is None else masks_for(query.image)
         start = time.perf_counter()
@@ -103,15 +117,24 @@ def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequenc
         ref_results = [reference.query(ref_scene, t) for t in query.texts]
         times["reference"].append(time.perf_counter() - start)
         start = time.perf_counter()
+        own_scene = None
         try:
             own_scene = candidate.encode_image(query.image, masks)
             own_masks = [candidate.query(own_scene, t).mask for t in query.texts]
         except NoMaskError:
             own_masks = [np.zeros_like(r.mask) for r in ref_results]
         times["candidate"].append(time.perf_counter() - start)
+        if ref_scene.proposals is not None:
+            own = own_scene.proposals if own_scene is not None else None
+            prompts["reference"].append(ref_scene.proposals.prompts)
+            if own is not None:
+                prompts["candidate"].append(own.prompts)
+            masks_total += len(ref_scene.masks)
+            masks_matched += matched_masks(ref_scene.masks,
+                                           own.masks if own is not None else ref_scene.masks[:0])
         ious += [float(mask_iou(r.mask[None], m[None])[0, 0])
                  for r, m in zip(ref_results, own_masks, strict=True)]
-        scene = own_scene if masks is not None else \
+        scene = own_scene if masks is not None and own_scene is not None else \
             candidate.encode_image(query.image, ref_scene.masks)
         for r in ref_results:
             c = candidate.query(scene, r.text)
@@ -121,12 +144,19 @@ def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequenc
                 score_diff = max(score_diff, abs(r.score - float(c.scores[r.index])))
         if progress is not None:
             progress(f"image {number}/{len(queries)}: {same}/{total} choices agree so far")
-    return {"queries": total, "argmax_agreement": same / total if total else None,
-            "max_score_diff_of_exact_choice": score_diff,
-            "chosen_mask_iou": {"mean": float(np.mean(ious)) if ious else None,
-                                "share_at_least_0.9": float(np.mean(np.array(ious) >= 0.9))
-                                if ious else None},
-            "median_ms_per_image": {k: float(np.median(v)) * 1e3 for k, v in times.items() if v}}
+    report = {"queries": total, "argmax_agreement": same / total if total else None,
+              "max_score_diff_of_exact_choice": score_diff,
+              "chosen_mask_iou": {"mean": float(np.mean(ious)) if ious else None,
+                                  "share_at_least_0.9": float(np.mean(np.array(ious) >= MATCH_IOU))
+                                  if ious else None},
+              "median_ms_per_image": {k: float(np.median(v)) * 1e3 for k, v in times.items()
+                                      if v}}
+    if masks_total or prompts["reference"]:
+        report["proposer"] = {
+            "mask_recall": masks_matched / masks_total if masks_total else None,
+            "masks": {"reference": masks_total, "matched": masks_matched},
+            "mean_prompts_per_image": {k: float(np.mean(v)) for k, v in prompts.items() if v}}
+    return report
 
 
 def _queries(images: Sequence[str] | None, texts: Sequence[str] | None) -> list[Query]:
@@ -142,7 +172,7 @@ def _queries(images: Sequence[str] | None, texts: Sequence[str] | None) -> list[
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .cli import add_segmenter_options
+    from .cli import add_proposer_mode, add_segmenter_options
 
     parser = argparse.ArgumentParser(
         prog="zsris-rt check",
@@ -170,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit 1 when the argmax agreement is below F (e.g. 0.99)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     add_segmenter_options(parser)
+    add_proposer_mode(parser)
     return parser
 
 
@@ -192,7 +223,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "pack": str(args.pack), "reference": "cpu fp32, exact",
         "candidate": {**candidate.backend.describe(), "local_top": args.local_top,
-                      "local_bound": args.local_bound},
+                      "local_bound": args.local_bound,
+                      "proposer_mode": candidate.proposer_mode.describe()},
         "images": "synthetic scenes" if not args.images else len(queries),
         "graphs": compare_graphs(candidate.backend, reference.backend, inputs),
         "queries": compare_queries(candidate, reference, queries, masks_for, say)}
@@ -207,7 +239,8 @@ def _text(report: dict[str, Any]) -> str:
     candidate = report["candidate"]
     lines = [f"pack {report['pack']}: {candidate['backend']} {candidate.get('precision', '')}"
              f"{', local-top ' + str(candidate['local_top']) if candidate['local_top'] else ''}"
-             f"{', local-bound' if candidate['local_bound'] else ''} against {report['reference']}"]
+             f"{', local-bound' if candidate['local_bound'] else ''}"
+             f"{', proposer ' + candidate['proposer_mode']['name']} against {report['reference']}"]
     for graph, entry in report["graphs"].items():
         for i, out in enumerate(entry["outputs"]):
             lines.append(f"  {graph}[{i}]: max |diff| {out['max_abs_diff']:.3g} "
@@ -215,6 +248,14 @@ def _text(report: dict[str, Any]) -> str:
                          f"mean {out['mean_cosine']:.5f} ({entry['calls']} calls)")
     q = report["queries"]
     iou = q["chosen_mask_iou"]
+    if "proposer" in q:
+        p = q["proposer"]
+        per_image = p["mean_prompts_per_image"]
+        recall = "n/a" if p["mask_recall"] is None else f"{p['mask_recall']:.1%}"
+        lines.append(f"  proposer {candidate['proposer_mode']['name']}: mask recall {recall} of "
+                     f"exact's {p['masks']['reference']} masks (IoU ≥ {MATCH_IOU}), prompts per "
+                     f"image {per_image.get('candidate', 0):.0f} vs "
+                     f"{per_image.get('reference', 0):.0f} exact")
     lines.append(f"  queries: {q['queries']}, argmax agreement {q['argmax_agreement']:.1%}, "
                  f"chosen-mask IoU mean {iou['mean']:.3f} (≥ 0.9: {iou['share_at_least_0.9']:.1%})"
                  f", ms per image {q['median_ms_per_image']['candidate']:.0f} vs "

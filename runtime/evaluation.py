@@ -154,6 +154,7 @@ class _Evaluator:
         self.image_ms: list[float] = []
         self.sentence_ms: list[float] = []
         self.local_computed: list[int] = []  # f^L rows each query needed (pruning saves these)
+        self.prompts: list[int] = []  # point prompts the proposer decoded, per image
 
     def image(self, image_id: int, samples: list[Sample]) -> list[Row]:
         info = self.data.images[image_id]
@@ -171,6 +172,8 @@ class _Evaluator:
             with contextlib.suppress(NoMaskError):  # the official protocol skips the image
                 scene = self.seg.encode_image(image, masks, **self.overrides)
         self.image_ms.append((time.perf_counter() - start) * 1e3)
+        if scene is not None and scene.proposals is not None:
+            self.prompts.append(scene.proposals.prompts)
         truths = {ann_id: self.data.mask(ann_id) for ann_id in {s.ann_id for s in samples}}
         rows = []
         for s in samples:
@@ -284,9 +287,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise ZsrisError(f"pack {args.pack} has no proposer: use --proposals gt, or add one "
                              "with `zsris-export sam CHECKPOINT --pack PACK`")
         generator_options(seg.proposer.settings.generator, overrides)
+    proposer_mode = seg.proposer_mode.describe() if args.proposals == "model" else None
     _same_settings(args.out, {"dataset": args.dataset, "split": args.split,
                               "proposals": args.proposals, "proposer_options": overrides,
-                              "alpha": seg.alpha, "beta": seg.beta,
+                              "proposer_mode": proposer_mode, "alpha": seg.alpha, "beta": seg.beta,
                               "precision": args.precision, "local_top": args.local_top,
                               "local_bound": args.local_bound}, bool(previous))
     evaluator = _Evaluator(seg, data, args.images, args.proposals == "gt", overrides)
@@ -298,7 +302,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = {
         "dataset": args.dataset, "split": args.split, "data": str(args.data),
         "images_folder": str(args.images), "pack": str(args.pack), "proposals": args.proposals,
-        "proposer_options": overrides, "alpha": seg.alpha, "beta": seg.beta,
+        "proposer_options": overrides, "proposer_mode": proposer_mode,
+        "prompts_per_image": _mean(evaluator.prompts), "alpha": seg.alpha, "beta": seg.beta,
         "local_top": args.local_top, "local_bound": args.local_bound,
         "maskops": implementation(), **seg.backend.describe(), "limit": args.limit,
         "official": metrics(kept), "strict": metrics(rows),
@@ -341,7 +346,10 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return [
         f"{summary['dataset']} {summary['split']}: {counts['samples']} sentences on "
         f"{counts['images']} images, proposals {summary['proposals']}, "
-        f"{counts['skipped']} skipped (no mask on {counts['skipped_images']} images)",
+        f"{counts['skipped']} skipped (no mask on {counts['skipped_images']} images)"
+        + ("" if summary["proposer_mode"] is None or summary["prompts_per_image"] is None else
+           f", proposer {summary['proposer_mode']['name']}: "
+           f"{summary['prompts_per_image']:.0f} prompts/image"),
         f"official: {_figures(summary['official'])}",
         f"strict:   {_figures(summary['strict'])}",
         *(f"  {kind} (strict): {_figures(figures['strict'])}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -13,7 +14,7 @@ from zsris_rt import Segmenter
 from zsris_rt.backends import Backend, create_backend
 from zsris_rt.check import Query, compare_graphs, compare_queries
 from zsris_rt.cli import main
-from zsris_rt.pack import load_pack
+from zsris_rt.pack import GeneratorDefaults, load_pack
 
 TEXTS = ["the red mug", "a dog on the left", "the biggest thing"]
 
@@ -100,3 +101,48 @@ def test_bad_input_is_one_line(capsys, pack_dir, images):
     assert err.count("\n") == 1 and "--texts" in err
     assert main(["check", str(pack_dir), "--images", str(images / "none"), "--texts", "a"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_matched_masks_counts_overlaps_at_the_threshold():
+    from zsris_rt.check import matched_masks
+
+    a = np.zeros((3, 10, 10), dtype=bool)
+    a[0, :5], a[1, 5:], a[2, :, :1] = True, True, True
+    b = np.zeros((2, 10, 10), dtype=bool)
+    b[0, :5] = True  # a[0] exactly
+    b[1, 5:, :9] = True  # a[1] at IoU 0.9
+    assert matched_masks(a, b) == 2
+    assert matched_masks(a, b, threshold=0.95) == 1
+    assert matched_masks(a, b[:0]) == 0 and matched_masks(a[:0], b) == 0
+
+
+def test_proposer_mode_is_compared_with_exact(proposer_packs):
+    """Fast against exact on the same pack: the report's recall and prompts are recounted here
+    from each side's own proposals."""
+    from zsris_rt.check import MATCH_IOU
+
+    pack = proposer_packs["sam2"]
+    options = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    reference, candidate = Segmenter.from_pack(pack), Segmenter.from_pack(pack,
+                                                                          proposer_mode="fast")
+    for seg in (reference, candidate):  # compare_queries proposes with the pack's defaults
+        seg.proposer.settings = replace(seg.proposer.settings,
+                                        generator=GeneratorDefaults(**options))
+    rng = np.random.default_rng(9)
+    queries = [Query(random_scene(rng, 60, 80, 1)[0], TEXTS[:2]) for _ in range(3)]
+    report = compare_queries(candidate, reference, queries)
+    matched = total = 0
+    prompts = []
+    for query in queries:
+        want, got = reference.propose(query.image), candidate.propose(query.image)
+        prompts.append(got.prompts)
+        total += len(want)
+        for mask in want.masks:
+            overlap = [(mask & m).sum() / (mask | m).sum() for m in got.masks]
+            matched += max(overlap, default=0.0) >= MATCH_IOU
+    proposer = report["proposer"]
+    assert proposer["masks"] == {"reference": total, "matched": matched}
+    assert proposer["mask_recall"] == matched / total
+    assert proposer["mean_prompts_per_image"] == {"reference": 64.0,
+                                                  "candidate": float(np.mean(prompts))}
+    assert np.mean(prompts) < 64

@@ -110,3 +110,22 @@ def test_console_script_without_masks_runs_without_torch(proposer_packs, image_f
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["masks_from"] == "proposer"
+
+
+def test_proposer_mode_is_reported_and_refused_with_masks(capsys, tmp_path, proposer_packs,
+                                                         image_file):
+    code, stdout, stderr = run_cli(capsys, image_file, "the red mug", "--pack",
+                                   proposer_packs["sam2"], "--json", "--proposer-mode", "fast",
+                                   *LOOSE)
+    assert code == 0, stderr
+    proposer = json.loads(stdout)["proposer"]
+    assert proposer["name"] == "fast" and proposer["grid_points"] == 16
+    assert 0 < proposer["prompts"] <= 16 and proposer["skip_covered"] is True
+    code, stdout, _ = run_cli(capsys, image_file, "the red mug", "--pack",
+                              proposer_packs["sam2"], "--json", *LOOSE)
+    assert json.loads(stdout)["proposer"]["prompts"] == 16
+    masks = tmp_path / "masks.npy"
+    np.save(masks, np.ones((1, 90, 120), dtype=bool))
+    code, _, stderr = run_cli(capsys, image_file, "the red mug", "--pack", proposer_packs["sam2"],
+                              "--masks", masks, "--proposer-mode", "fast")
+    assert code == 2 and "--proposer-mode) do not apply with --masks" in stderr

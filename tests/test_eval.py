@@ -357,6 +357,15 @@ def test_end_to_end_with_the_proposer(capsys, tmp_path, root, truth, proposer_pa
     for variant in ("official", "strict"):
         for name in ("oIoU", "mIoU", *PRECISION):
             assert 0.0 <= summary[variant][name] <= 100.0
+    assert summary["proposer_mode"]["name"] == "exact"
+    assert summary["prompts_per_image"] == 16  # LOOSE's 4×4 grid, all decoded
+    fast = tmp_path / "fast"
+    code, stdout, err = run_eval(capsys, eval_args(root, proposer_packs["sam2"], fast, *LOOSE,
+                                                   "--max-masks", "8", "--proposer-mode", "fast"))
+    assert code == 0, err
+    summary = json.loads((fast / "summary.json").read_text())
+    assert summary["proposer_mode"]["name"] == "fast" and summary["proposer_mode"]["recentre"]
+    assert 0 < summary["prompts_per_image"] <= 16 and "proposer fast: " in stdout
 
 
 def test_reader_matches_direct_decoding(tmp_path):
