@@ -130,9 +130,10 @@ class RecordingBackend(Backend):
     def describe(self) -> dict[str, object]:
         return self.inner.describe()
 
-    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, graph: str, inputs: dict[str, np.ndarray], *,
+            release: bool = False) -> list[np.ndarray]:
         self._record(graph, inputs)
-        return self.inner.run(graph, inputs)
+        return self.inner.run(graph, inputs, release=release)
 
     def _record(self, graph: str, inputs: dict[str, np.ndarray]) -> None:
         reservoir = self.samples.get(graph)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -110,23 +111,26 @@ class Proposer:
         """Run the encoder on an RGB uint8 H×W×3 image, then the decoder's per-image half."""
         image, frame = prepare_input(rgb, self.settings)
         tensors = dict(zip(self.settings.embeddings,
-                           self.backend.run("prop_encoder", {"image": image}), strict=True))
+                           self.backend.run("prop_encoder", {"image": image}, release=True),
+                           strict=True))
         if self.settings.decoder_state:
             tensors = dict(zip(self.settings.decoder_state,
-                               self.backend.run("prop_decoder_image", tensors), strict=True))
+                               self.backend.run("prop_decoder_image", tensors, release=True),
+                               strict=True))
         return ImageEmbedding(tensors, frame)
 
-    def decode(self, embedding: ImageEmbedding, points: np.ndarray,
-               labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, embedding: ImageEmbedding, points: np.ndarray, labels: np.ndarray, *,
+               release: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Prompts N×P×2 (image pixels) with labels N×P → low-res logits N×3×l×l, IoU N×3, in
-        calls of at most `prompts_per_call` prompts."""
+        calls of at most `prompts_per_call` prompts; `release=False` when more decoding follows
+        at once (the backend then keeps its working memory, see `Backend.run`)."""
         inputs = {**embedding.tensors,
                   "points": embedding.frame.to_input(points),
                   "labels": np.ascontiguousarray(labels, dtype=np.int64)}
         logits, iou = run_in_chunks(
-            lambda chunk: self.backend.run_batched("prop_decoder", chunk, ("points", "labels")),
+            partial(self.backend.run_batched, "prop_decoder", batched=("points", "labels")),
             inputs, ("points", "labels"),
-            prompts_per_call(embedding, self.settings.low_res_size))
+            prompts_per_call(embedding, self.settings.low_res_size), release=release)
         return logits, iou
 
     def generate(self, embedding: ImageEmbedding, timings: dict[str, float] | None = None,
@@ -187,13 +191,15 @@ class _GridWalk:
 
     def decode(self, indices: np.ndarray) -> None:
         """Decode the grid points `indices` in chunks of `points_per_batch`, filtering each."""
-        for start in range(0, len(indices), self.opts.points_per_batch):
-            chunk = indices[start:start + self.opts.points_per_batch]
+        batch = self.opts.points_per_batch
+        for start in range(0, len(indices), batch):
+            chunk = indices[start:start + batch]
             self.done[chunk] = True
             points = self.grid[chunk]
             tick = time.perf_counter()
             logits, iou = self.proposer.decode(self.embedding, points[:, None, :],
-                                               np.ones((len(points), 1), dtype=np.int64))
+                                               np.ones((len(points), 1), dtype=np.int64),
+                                               release=start + batch >= len(indices))
             tock = time.perf_counter()
             self.kept.add_filtered(logits, iou, points, self.maps, self.threshold, self.opts)
             self.decode_ms += (tock - tick) * 1e3
@@ -265,6 +271,8 @@ class _Kept:
 
     def survivors(self, box_nms_thresh: float) -> np.ndarray:
         """Indices of the kept masks that survive box NMS over all kept, best first."""
+        if not self.logits:
+            return np.zeros(0, dtype=np.int64)
         found = self._found()
         return box_nms(found["boxes"], found["iou"], box_nms_thresh)
 

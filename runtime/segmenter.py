@@ -177,13 +177,13 @@ class Segmenter:
             xn = normalise(rgb, s.mean, s.std)
             square = resize_bilinear(xn, (s.image_size, s.image_size))[None]
         with _timed(timings, "trunk"):
-            tokens = self.backend.run("clip_trunk", {"image": square})[0]
+            tokens = self.backend.run("clip_trunk", {"image": square}, release=True)[0]
         with _timed(timings, "mask_grid"):
             grid = mask_grid(masks, s.grid)
         with _timed(timings, "masked_head"):
             fg = self.backend.run_batched("clip_masked_head",
                                           {"tokens": tokens, "grid_masks": grid},
-                                          ("grid_masks",))[0]
+                                          ("grid_masks",), release=True)[0]
         local = LocalFeatures(len(masks), partial(self._encode_local, xn, masks, boxes))
         if self.local_top is None and not self.local_bound:
             local.ensure(np.arange(len(masks)), timings)
@@ -199,7 +199,8 @@ class Segmenter:
             crops = masked_crops(xn, masks, boxes, np.asarray(s.fill), s.image_size,
                                  self._crop_buffer(len(masks)))
         with _timed(timings, "crop_encoder"):
-            return self.backend.run_batched("clip_image", {"images": crops}, ("images",))[0]
+            return self.backend.run_batched("clip_image", {"images": crops}, ("images",),
+                                            release=True)[0]
 
     def _crop_buffer(self, k: int) -> np.ndarray | None:
         """This thread's reused K×3×S×S crop buffer; None (allocate) above CROP_BUFFER_MASKS."""

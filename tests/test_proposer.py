@@ -123,16 +123,20 @@ def test_decoder_calls_are_cut_to_the_memory_budget(segmenters, monkeypatch) -> 
     monkeypatch.setattr(proposer_module, "DECODER_CALL_BYTES", 1)
     assert proposer_module.prompts_per_call(embedding, seg.proposer.settings.low_res_size) == 1
     calls: list[int] = []
+    releases: list[bool] = []
     original = seg.backend.run_batched
 
-    def counting(graph, inputs, batched):
+    def counting(graph, inputs, batched, release=False):
         if graph == "prop_decoder":
             calls.append(len(inputs["points"]))
-        return original(graph, inputs, batched)
+            releases.append(release)
+        return original(graph, inputs, batched, release=release)
 
     monkeypatch.setattr(seg.backend, "run_batched", counting)
     cut = seg.propose(image, **NO_FILTERS)
     assert calls == [1] * 64
+    # The decoder's working memory goes back once, after the last call of the walk.
+    assert releases == [False] * 63 + [True]
     assert_same_proposals(cut, whole, tie=1e-4)
 
 
@@ -142,9 +146,9 @@ def test_deterministic_and_encoder_runs_once(segmenters) -> None:
     calls: list[str] = []
     original = seg.backend.run
 
-    def counting(graph, inputs):
+    def counting(graph, inputs, release=False):
         calls.append(graph)
-        return original(graph, inputs)
+        return original(graph, inputs, release=release)
 
     image, _ = random_scene(np.random.default_rng(2), 70, 50, 1)
     seg.backend.run = counting

@@ -104,3 +104,14 @@ def test_fast_on_the_demo_pack_keeps_exact_masks_with_fewer_prompts() -> None:
             recall.append(float((iou.max(axis=1) >= 0.9).mean()))
     assert prompts / grid < 0.5
     assert np.mean(recall) >= 0.85
+
+
+def test_fast_when_a_level_keeps_nothing(segmenter) -> None:
+    """Filters that keep nothing (random weights at real thresholds do this): fast walks every
+    level and returns no mask, as exact does, instead of failing on an empty NMS."""
+    image, _ = random_scene(np.random.default_rng(24), 64, 64, 1)
+    strict = dict(pred_iou_thresh=10.0, points_per_side=8)
+    exact = segmenter.propose(image, mode="exact", **strict)
+    fast = segmenter.propose(image, mode="fast", **strict)
+    assert len(exact) == len(fast) == 0
+    assert fast.prompts == exact.prompts == 64  # nothing found, nothing skipped

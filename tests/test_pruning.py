@@ -33,10 +33,11 @@ class CountingBackend(Backend):
         self.name = inner.name
         self.image_rows: list[int] = []
 
-    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, graph: str, inputs: dict[str, np.ndarray], *,
+            release: bool = False) -> list[np.ndarray]:
         if graph == "clip_image":
             self.image_rows.append(int(inputs["images"].shape[0]))
-        return self.inner.run(graph, inputs)
+        return self.inner.run(graph, inputs, release=release)
 
     def prepare(self, graph: str) -> None:
         self.inner.prepare(graph)

@@ -17,8 +17,13 @@ class Backend(ABC):
     passed_over: dict[str, str] | None = None
 
     @abstractmethod
-    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run `graph` once on `inputs` (input name → array); outputs in the graph's order."""
+    def run(self, graph: str, inputs: dict[str, np.ndarray], *,
+            release: bool = False) -> list[np.ndarray]:
+        """Run `graph` once on `inputs` (input name → array); outputs in the graph's order.
+
+        `release`: this call ends a batch of work on `graph`, so the backend gives back the
+        working memory it kept for the next call (ONNX Runtime's arena keeps a call's peak
+        otherwise). Callers pass it on a once-per-image call and on the last of a loop."""
 
     def prepare(self, graph: str) -> None:  # noqa: B027 - optional hook, no-op by default
         """Load `graph` now, so load errors surface at start-up and the first query is not slow."""
@@ -39,25 +44,27 @@ class Backend(ABC):
         return {}
 
     def run_batched(self, graph: str, inputs: dict[str, np.ndarray],
-                    batched: tuple[str, ...]) -> list[np.ndarray]:
+                    batched: tuple[str, ...], *, release: bool = False) -> list[np.ndarray]:
         """Run `graph` over the leading axis of the `batched` inputs, in chunks no larger than
-        `max_batch(graph)` (one call when the backend has no limit); outputs concatenated."""
-        return run_in_chunks(partial(self.run, graph), inputs, batched, self.max_batch(graph))
+        `max_batch(graph)` (one call when the backend has no limit); outputs concatenated;
+        `release` as in `run`, on the last chunk."""
+        return run_in_chunks(partial(self.run, graph), inputs, batched, self.max_batch(graph),
+                             release=release)
 
 
-def run_in_chunks(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
-                  inputs: dict[str, np.ndarray], batched: Sequence[str],
-                  limit: int | None) -> list[np.ndarray]:
-    """`run(inputs)` over the leading axis of the `batched` inputs in chunks of at most `limit`
-    rows (one call when there is no limit or no batched input); the other inputs go whole to
-    every chunk; outputs concatenated."""
+def run_in_chunks(run: Callable[..., list[np.ndarray]], inputs: dict[str, np.ndarray],
+                  batched: Sequence[str], limit: int | None, *,
+                  release: bool = False) -> list[np.ndarray]:
+    """`run(inputs, release=...)` over the leading axis of the `batched` inputs in chunks of at
+    most `limit` rows (one call when there is no limit or no batched input); the other inputs go
+    whole to every chunk; `release` reaches the last chunk only; outputs concatenated."""
     total = inputs[batched[0]].shape[0] if batched else 0
     if limit is None or total <= limit:
-        return run(inputs)
+        return run(inputs, release=release)
     parts = []
     for start in range(0, total, limit):
         chunk = dict(inputs)
         for name in batched:
             chunk[name] = inputs[name][start:start + limit]
-        parts.append(run(chunk))
+        parts.append(run(chunk, release=release and start + limit >= total))
     return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]

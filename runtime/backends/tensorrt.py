@@ -224,7 +224,9 @@ class TrtBackend(Backend):
     def max_batch(self, graph: str) -> int | None:
         return self.engine(graph).limit
 
-    def run(self, graph: str, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def run(self, graph: str, inputs: dict[str, np.ndarray], *,
+            release: bool = False) -> list[np.ndarray]:
+        # `release` asks nothing here: the device buffers are grow-only and reused by design.
         with self._lock:
             return self._run(graph, inputs)
 
@@ -237,7 +239,8 @@ class TrtBackend(Backend):
         return run_in_chunks(partial(self._execute, engine), arrays, engine.batched,
                              engine.limit)
 
-    def _execute(self, engine: _Engine, arrays: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _execute(self, engine: _Engine, arrays: dict[str, np.ndarray], *,
+                 release: bool = False) -> list[np.ndarray]:
         context, device = engine.context, self.device
         hosts = []  # alive until the stream is synchronised: the copies are asynchronous
         for name in engine.inputs:
