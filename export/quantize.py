@@ -154,12 +154,14 @@ def _quantise_graph(root: Path, graph: str, src: Path, entries: list[Entry], met
         temp.chmod(src.stat().st_mode & 0o777)  # mkstemp's 0600 would hide it from other users
         try:
             fmt = quantise_file(src, temp, entries, how, per_channel)
-        except Exception as exc:  # onnxruntime.quantization raises bare Exceptions
+            # A variant ONNX Runtime cannot run (e.g. dynamic MatMulInteger with per-channel
+            # zero points, which onnxruntime 1.32 refuses) fails like one it cannot write.
+            cosine = output_cosine(src, temp, entries, threads)
+        except Exception as exc:  # onnxruntime raises bare Exceptions
             temp.unlink(missing_ok=True)
             errors[how] = (str(exc).splitlines() or [type(exc).__name__])[0]
             say(f"{graph}: {how} failed: {errors[how]}")
             continue
-        cosine = output_cosine(src, temp, entries, threads)
         excluded = _excluded_nodes(onnx.load(str(temp), load_external_data=False))
         tried.append(Quantised(graph, temp, how, fmt, [*KEPT_FP32_OPS, *excluded], cosine))
         say(f"{graph}: {how} {fmt}, cosine vs fp32 min {cosine[0]:.4f} mean {cosine[1]:.4f}")

@@ -145,7 +145,8 @@ def proposer_overrides(args: argparse.Namespace, masks_given: bool, given_as: st
     return overrides
 
 
-def load_segmenter(args: argparse.Namespace):  # -> Segmenter (imported lazily: fast --help)
+def load_segmenter(args: argparse.Namespace,
+                   preload: bool = True):  # -> Segmenter (imported lazily: fast --help)
     from .pack import default_pack
     from .segmenter import Segmenter
 
@@ -156,7 +157,8 @@ def load_segmenter(args: argparse.Namespace):  # -> Segmenter (imported lazily: 
                                verify=not args.no_verify, precision=args.precision,
                                engine_cache=args.engine_cache, local_top=args.local_top,
                                local_bound=args.local_bound,
-                               proposer_mode=getattr(args, "proposer_mode", None) or "exact")
+                               proposer_mode=getattr(args, "proposer_mode", None) or "exact",
+                               preload=preload)
 
 
 def error_exit(prog: str, exc: ZsrisError) -> int:
@@ -183,7 +185,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if path is not None and not path.parent.is_dir():
             raise ZsrisError(f"{path}: folder {path.parent} does not exist")
     image = read_image(args.image)
-    seg = load_segmenter(args)
+    seg = load_segmenter(args, preload=False)  # one image: each graph loads when first needed
     for text in args.texts:  # reject a bad expression before paying for the image
         seg.parser.parse(text)
     overrides = proposer_overrides(args, bool(args.masks), "--masks")

@@ -66,7 +66,7 @@ class Segmenter:
     def __init__(self, pack: Pack, backend: Backend, alpha: float | None = None,
                  beta: float | None = None, spacy_model: str | None = None,
                  local_top: int | None = None, local_bound: bool = False,
-                 proposer_mode: str | ProposerMode = "exact") -> None:
+                 proposer_mode: str | ProposerMode = "exact", preload: bool = True) -> None:
         self.pack = pack
         self.proposer_mode = proposer_mode_of(proposer_mode)
         self.settings: ClipSettings = pack.clip
@@ -83,11 +83,12 @@ class Segmenter:
             OrderedDict()
         self._embedding_cache: OrderedDict[bytes, ImageEmbedding] = OrderedDict()
         self._crop_buffers = threading.local()
-        for graph in CLIP_GRAPHS:
-            backend.prepare(graph)
         self.proposer = Proposer(pack.proposer, backend) if pack.proposer else None
-        if self.proposer is not None:
-            self.proposer.prepare()
+        if preload:
+            for graph in CLIP_GRAPHS:
+                backend.prepare(graph)
+            if self.proposer is not None:
+                self.proposer.prepare()
 
     def clear_caches(self) -> None:
         """Forget cached text features, parses and image encodings (for cold-start timing)."""
@@ -102,20 +103,24 @@ class Segmenter:
                   verify: bool = True, precision: str = "fp32", local_top: int | None = None,
                   local_bound: bool = False,
                   engine_cache: str | os.PathLike[str] | None = None,
-                  proposer_mode: str | ProposerMode = "exact") -> Segmenter:
+                  proposer_mode: str | ProposerMode = "exact",
+                  preload: bool = True) -> Segmenter:
         """Load and verify a pack (default: the demo pack, see `default_pack`), and bind it to a
         backend ("cpu", "cuda", "ort-trt", "trt" or "auto"; see `create_backend`) at `precision`
         ("fp32"; "int8": the pack's int8 graphs or TensorRT int8 engines; "fp16": TensorRT).
         `engine_cache`: TensorRT's engine folder. `local_top`/`local_bound`: see the class.
         `proposer_mode`: "exact" (segment-anything's generator) or "fast" (runtime/
-        proposer_modes.py), the default of `propose` and `encode_image`."""
+        proposer_modes.py), the default of `propose` and `encode_image`. `preload=False` loads
+        each graph when it first runs instead of now: a one-shot job then never holds the CLIP
+        weights and the proposer encoder's working memory at once (its peak memory falls by the
+        smaller of the two), while a warm segmenter's first query is not slowed by loading."""
         pack = load_pack(default_pack() if path is None else Path(path), verify=verify)
         validate_local_top(local_top)  # refuse bad options before building a backend
         validate_local_bound(local_bound, pack.clip.local_norm_bound)
         proposer_mode_of(proposer_mode)
         return cls(pack, create_backend(pack, backend, threads=threads, precision=precision,
                                         engine_cache=engine_cache),
-                   alpha, beta, spacy_model, local_top, local_bound, proposer_mode)
+                   alpha, beta, spacy_model, local_top, local_bound, proposer_mode, preload)
 
     @property
     def spacy_model(self) -> str:

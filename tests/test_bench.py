@@ -1,5 +1,6 @@
-"""`zsris-rt bench`: the smoke mode end to end (what CI runs; not timed), the FLOPs count on
-graphs of known arithmetic, the percentile, the plot without matplotlib, and bad options."""
+"""`zsris-rt bench`: the smoke mode end to end (what CI runs; not timed) with both proposer modes
+and the main job, the FLOPs count on graphs of known arithmetic, the percentile, the plot without
+matplotlib, the fast-mode projection's input, and bad options."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from zsris_rt.bench.command import fast_prompt_share
 from zsris_rt.bench.flops import count_pack_flops, graph_flops
-from zsris_rt.bench.report import write_plot
+from zsris_rt.bench.report import render, write_plot
 from zsris_rt.bench.stats import percentile
 from zsris_rt.cli import main
 from zsris_rt.export.bench_workers import StageClock
@@ -23,6 +25,9 @@ RUNTIME_STAGES = {"decode", "preprocess", "trunk", "mask_grid", "masked_head", "
                   "crop_encoder", "text", "score"}
 REFERENCE_STAGES = {"decode", "preprocess", "global", "local", "text", "score"}
 PROPOSER_STAGES = {"decode", "prop_encoder", "prop_decoder", "prop_filter", "prop_nms"}
+MAIN_JOB_STAGES = {"decode", "prop_encoder", "prop_decoder", "preprocess", "trunk", "masked_head",
+                   "crops", "crop_encoder", "text", "score"}
+FAST_LABEL = "fast (proposer fast + CLIP top-4)"
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +67,80 @@ def test_smoke_times_the_fast_modes(smoke: SimpleNamespace) -> None:
     assert "### Fast modes over K" in markdown and "| int8+top1 | 2 | 1 |" in markdown
 
 
+def test_smoke_times_each_proposer_mode_and_the_main_job(smoke: SimpleNamespace) -> None:
+    """Both proposer modes ran, each recording the prompts it decoded (fast never more than
+    exact); the reference ran exact only; the main job ran per mode, torch-free, on its own
+    proposals with its own peak memory."""
+    assert smoke.code == 0, smoke.stderr
+    report = smoke.report
+    assert report["config"]["proposer_modes"] == ["exact", "fast"]
+    rt, runs = report["runtime"], report["config"]["proposer_runs"]
+    prompts = {}
+    for mode in ("exact", "fast"):
+        process = rt[f"proposer_{mode}"]
+        propose = process["propose"]
+        assert process["proposer_mode_settings"]["name"] == mode
+        assert len(propose["prompts"]) == len(propose["grid_points"]) == runs
+        assert all(0 < p <= g for p, g in zip(propose["prompts"], propose["grid_points"],
+                                              strict=True))
+        prompts[mode] = propose["prompts"]
+    assert prompts["exact"] == rt["proposer_exact"]["propose"]["grid_points"]
+    assert all(f <= e for f, e in zip(prompts["fast"], prompts["exact"], strict=True))
+    assert set(report["reference"]) == {"clip", "proposer_exact"}
+    jobs = report["main_job"]
+    assert list(jobs) == ["exact", "fast"]
+    assert (jobs["fast"]["label"], jobs["fast"]["proposer_mode"], jobs["fast"]["clip_mode"]) == \
+        (FAST_LABEL, "fast", {"local_top": 4})
+    assert (jobs["exact"]["proposer_mode"], jobs["exact"]["clip_mode"]) == ("exact", {})
+    for job in jobs.values():
+        segment = job["segment"]
+        assert not job["torch_in_sys_modules"] and job["heavy_modules_loaded"] == []
+        assert job["rss"]["vmhwm_mb"] > 0 and job["rss"]["vmrss_mb"] > 0
+        assert 0 < job["rss_after_first_run"]["vmhwm_mb"] <= job["rss"]["vmhwm_mb"]
+        assert len(segment["latencies_ms"]) == runs and segment["latency_ms"]["median"] > 0
+        assert MAIN_JOB_STAGES <= set(segment["stages_ms"])
+        assert segment["masks"] >= 1 and 0 <= segment["index"] < segment["masks"]
+        assert 0 < segment["prompts"] <= segment["grid_points"]
+    assert jobs["fast"]["segment"]["prompts"] <= jobs["exact"]["segment"]["prompts"]
+    assert jobs["fast"]["segment"]["local_computed"] <= 4
+    markdown = smoke.markdown.read_text()
+    for needed in ("### Proposer stages, exact mode", "### Proposer stages, fast mode",
+                   "### Main job end to end", f"| exact | {FAST_LABEL} |",
+                   f"| main job {FAST_LABEL} |", "peak RSS MiB (VmHWM)",
+                   "peak memory MiB (VmHWM)", "Random weights keep few masks"):
+        assert needed in markdown, needed
+    projection = report["proposer_projection"]
+    if projection["available"]:
+        assert 0 < projection["fast_prompt_share"] <= 1
+        assert 0 < projection["projected_fast_encoder_decoder_ms"]
+        assert "(projected, not measured)" in markdown
+    else:
+        assert "projection: not available (run benchmarks/proposer_modes.py)" in markdown
+
+
+def test_projection_says_when_its_measurement_is_missing(smoke: SimpleNamespace,
+                                                         tmp_path: Path) -> None:
+    """Without benchmarks/proposer_modes.py's results there is no projection, and the report
+    says how to get one; with them, fast's share is its prompts over exact's."""
+    assert fast_prompt_share(tmp_path / "absent.json") is None
+    report = dict(smoke.report, proposer_projection={
+        "available": False, "why": "run benchmarks/proposer_modes.py"})
+    assert "projection: not available (run benchmarks/proposer_modes.py)" in render(report)
+    results = tmp_path / "proposer-modes.json"
+    variant = {"overrides": {}, "precision": "fp32"}
+    results.write_text(json.dumps({"sets": {"held-out": {"variants": {
+        "exact": dict(variant, mode={"name": "exact"}, prompts_per_image=256.0),
+        "grid 8×8": dict(variant, mode={"name": "fast"}, overrides={"points_per_side": 8},
+                         prompts_per_image=30.0),
+        "fast": dict(variant, mode={"name": "fast"}, prompts_per_image=64.0)}}}}))
+    assert fast_prompt_share(results)["fast_prompt_share"] == 0.25
+
+
 def _series(process: dict) -> list[dict]:
     if "propose" in process:
         return [process["propose"]]
+    if "segment" in process:
+        return [process["segment"]]
     return [*process["ks"].values(), *process["expressions"].values()]
 
 
@@ -76,10 +152,12 @@ def test_smoke_runs_every_stage_on_both_sides(smoke: SimpleNamespace) -> None:
     assert set(rt["clip"]["expressions"]) == set(ref["clip"]["expressions"]) == {"1", "2"}
     assert set(rt["clip"]["ks"]["2"]["stages_ms"]) == RUNTIME_STAGES
     assert set(ref["clip"]["ks"]["2"]["stages_ms"]) == REFERENCE_STAGES
-    assert set(rt["proposer"]["propose"]["stages_ms"]) == PROPOSER_STAGES
-    assert set(ref["proposer"]["propose"]["stages_ms"]) == {"decode", "prop_encoder",
-                                                            "prop_rest"}
-    for process in (rt["clip"], ref["clip"], rt["proposer"], ref["proposer"]):
+    for mode in ("exact", "fast"):
+        assert set(rt[f"proposer_{mode}"]["propose"]["stages_ms"]) == PROPOSER_STAGES
+    assert set(ref["proposer_exact"]["propose"]["stages_ms"]) == {"decode", "prop_encoder",
+                                                                  "prop_rest"}
+    for process in (rt["clip"], ref["clip"], rt["proposer_exact"], rt["proposer_fast"],
+                    ref["proposer_exact"], *report["main_job"].values()):
         for series in _series(process):
             assert series["latencies_ms"] and min(series["latencies_ms"]) > 0
             for run, total in zip(series["stage_runs"], series["latencies_ms"], strict=True):
@@ -90,9 +168,10 @@ def test_smoke_runs_every_stage_on_both_sides(smoke: SimpleNamespace) -> None:
 
 def test_smoke_runtime_process_never_loaded_torch(smoke: SimpleNamespace) -> None:
     report = smoke.report
-    for part in ("clip", "proposer"):
+    for part in ("clip", "proposer_exact", "proposer_fast"):
         assert report["runtime"][part]["torch_in_sys_modules"] is False
         assert report["runtime"][part]["heavy_modules_loaded"] == []
+    for part in ("clip", "proposer_exact"):
         assert report["reference"][part]["torch_in_sys_modules"] is True  # the check can fail
 
 
@@ -135,7 +214,8 @@ def test_plot_with_matplotlib_writes_a_png(smoke: SimpleNamespace, tmp_path: Pat
     ["--expressions", "1000"], ["--points-per-side", "0"], ["--bogus"],
     ["--geometry", "ViT-Z/9"], ["--pack", "/no/such/pack"],
     ["--json", "/no/such/folder/out.json"], ["--image", "/no/such/image.jpg"],
-    ["--clip-checkpoint", "/some/checkpoint"],
+    ["--clip-checkpoint", "/some/checkpoint"], ["--proposer-mode", "quick"],
+    ["--proposer-mode", ","],
 ])
 def test_bad_options_are_one_line_and_exit_2(argv: list[str], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:

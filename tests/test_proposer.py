@@ -311,3 +311,19 @@ def test_box_nms_equals_reference(threshold) -> None:
         scores = (rng.integers(0, 20, 300) / 20).astype(np.float32)
         want = reference_nms(torch.from_numpy(boxes), torch.from_numpy(scores), threshold)
         np.testing.assert_array_equal(box_nms(boxes, scores, threshold), want.numpy())
+
+
+def test_without_preload_graphs_load_when_first_run(proposer_packs, segmenters) -> None:
+    """`preload=False` (the one-shot main command): nothing loads up front, the proposer's
+    graphs load for the proposer and CLIP's only after it, and the answers are the same."""
+    lazy = Segmenter.from_pack(proposer_packs["sam2"], preload=False)
+    assert lazy.backend._sessions == {}
+    image, _ = random_scene(np.random.default_rng(31), 70, 90, 1)
+    proposals = lazy.propose(image, **FILTERED)
+    assert set(lazy.backend._sessions) == {"prop_encoder", "prop_decoder_image", "prop_decoder"}
+    got = lazy.segment(image, "a red circle", **FILTERED)
+    assert {"clip_trunk", "clip_text"} <= set(lazy.backend._sessions)
+    want = segmenters["sam2"].segment(image, "a red circle", **FILTERED)
+    assert_same_proposals(proposals, segmenters["sam2"].propose(image, **FILTERED))
+    assert got.index == want.index
+    np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5)

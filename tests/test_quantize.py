@@ -222,3 +222,30 @@ def test_collected_inputs_have_the_declared_shapes_and_dtypes(calib: Path) -> No
                 for size, want in zip(array.shape, spec["shape"], strict=True):
                     assert size == want if isinstance(want, int) else size >= 1
     assert len(recorded["clip_trunk"]) == 2 and len(recorded["clip_image"]) == 8
+
+
+def test_a_variant_onnx_runtime_cannot_run_counts_as_failed(pack_dir: Path, calib: Path,
+                                                            tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A variant that quantises but will not run (onnxruntime 1.32 refuses the dynamic
+    MatMulInteger of the demo's `prop_decoder` with per-channel zero points) is a failed method:
+    the other one is kept, and the pack is written, not abandoned."""
+    import zsris_rt.export.quantize as quantize
+
+    copy = tmp_path / "pack"
+    shutil.copytree(pack_dir, copy)
+    measured = quantize.output_cosine
+
+    def refusing(reference: Path, candidate: Path, *args, **kwargs):
+        if "-dynamic-" in candidate.name:
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : b zero point is not valid")
+        return measured(reference, candidate, *args, **kwargs)
+
+    monkeypatch.setattr(quantize, "output_cosine", refusing)
+    entries = quantize_pack(copy, [calib], graphs=["clip_masked_head"], per_graph=4, force=True)
+    entry = entries["clip_masked_head"]
+    assert entry["method"] == "static"
+    assert entry["methods_compared"]["dynamic"] == {
+        "failed": "[ONNXRuntimeError] : 1 : FAIL : b zero point is not valid"}
+    load_pack(copy, verify=True)

@@ -3,7 +3,8 @@ PyTorch-eager reference in the same run, with each stage's compute floor.
 
 Every measurement runs in a subprocess of its own (workers.py): the runtime's never loads torch
 (checked), and each side's peak RSS is its own. No weights can be downloaded, so by default the
-pack is built on the fly from random weights of real geometry (packs.py) and cached.
+pack is built on the fly from random weights of real geometry (packs.py) and cached. The proposer
+and the main job (JPEG path + expression → mask) are timed in each proposer mode.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from typing import NoReturn
 from ..backends import BACKENDS
 from ..cli import error_exit
 from ..pack import load_pack
+from ..proposer_modes import MODES as PROPOSER_MODES
 from .errors import BenchError
 from .flops import COUNTED_OPS
 from .log import elapsed, say
-from .machine import machine, wait_for_quiet
+from .machine import ROOT, machine, wait_for_quiet
 from .modes import mode_list, parse_mode
 from .packs import CLIP_GEOMETRIES, PROPOSERS, RandomPack, ensure_pack
 from .report import render, write_plot
@@ -35,6 +37,17 @@ IMAGE_SIZE = (640, 480)  # W, H of the generated JPEG
 VERSIONS = ("zsris-rt", "numpy", "onnxruntime", "onnx", "torch", "transformers",
             "opencv-python-headless", "spacy", "tokenizers")
 MAX_EXPRESSIONS = len(expressions(10_000))
+# The main job's CLIP side per proposer mode: fast pairs the fast proposer with CLIP's top-4.
+MAIN_JOB_CLIP: dict[str, Json] = {"exact": {}, "fast": {"local_top": 4}}
+MAIN_JOB_LABELS = {"exact": "exact", "fast": "fast (proposer fast + CLIP top-4)"}
+# Random weights keep few masks or none at the pack's thresholds, and `segment` needs some to
+# choose from: with random weights the main job keeps every mask box NMS leaves, up to K = 32
+# (the K of the CLIP speed targets), so CLIP's share of the time is a real query's.
+RANDOM_WEIGHTS_OPTIONS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
+                          "max_masks": 32}
+# benchmarks/proposer_modes.py's results on the trained demo pack: the prompts fast decodes.
+PROPOSER_MODES_RESULTS = ROOT / "benchmarks" / "results" / "proposer-modes.json"
+HELD_OUT = "held-out"
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Config:
     matmul_tries: int = 5
     smoke: bool = False
     modes: list[str] = field(default_factory=lambda: ["exact"])
+    proposer_modes: list[str] = field(default_factory=lambda: list(PROPOSER_MODES))
     backend: str = "cpu"
 
 
@@ -86,6 +100,16 @@ def int_list(text: str) -> list[int]:
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError(f"need integers ≥ 1: {text!r}")
     return values
+
+
+def proposer_mode_list(text: str) -> list[str]:
+    """"fast,exact" → ["exact", "fast"]: known proposer modes, in MODES order."""
+    given = {v.strip() for v in text.split(",") if v.strip()}
+    unknown = sorted(given - set(PROPOSER_MODES))
+    if unknown or not given:
+        raise argparse.ArgumentTypeError(f"proposer modes are {', '.join(PROPOSER_MODES)}, "
+                                         f"comma-separated: {text!r}")
+    return [m for m in PROPOSER_MODES if m in given]
 
 
 def build_parser() -> Parser:
@@ -124,14 +148,19 @@ def build_parser() -> Parser:
                      "comma-separated, each exact or int8 / topM / bound joined with + (e.g. "
                      "int8,top4,top8,int8+top8); int8 quantises a random pack on first use "
                      "(a given --pack needs its int8 graphs)")
+    how.add_argument("--proposer-mode", type=proposer_mode_list, dest="proposer_modes",
+                     default=list(PROPOSER_MODES), help="proposer modes of the proposer stages "
+                     "and the main job, comma-separated (default exact,fast; the reference is "
+                     "exact only)")
     how.add_argument("--runs", type=int, help="timed runs per measurement (default 10)")
     how.add_argument("--warmup", type=int, help="runs dropped first (default 2)")
     how.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                      help="threads for ONNX Runtime, torch and BLAS alike (default: all cores)")
     how.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                      help="also time the PyTorch reference (needs the export extra)")
-    how.add_argument("--proposer-runs", type=int, help="timed proposer runs (default 3; 0 skips "
-                     "the proposer; ~44 s each at SAM 2.1 Hiera-tiny defaults on 2 cores)")
+    how.add_argument("--proposer-runs", type=int, help="timed proposer and main-job runs per "
+                     "proposer mode (default 3; 0 skips both; ~44 s each at SAM 2.1 Hiera-tiny "
+                     "defaults on 2 cores)")
     how.add_argument("--points-per-side", type=int, help="proposer grid side (default: the "
                      "pack's, 32; 16 is 4× less decoder work)")
     how.add_argument("--points-per-batch", type=int, help="prompts per decoder call "
@@ -156,7 +185,7 @@ def config_from(args: argparse.Namespace) -> Config:
                  pack=args.pack, clip_checkpoint=args.clip_checkpoint,
                  proposer_checkpoint=args.proposer_checkpoint, smoke=args.smoke,
                  points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                 backend=args.backend)
+                 backend=args.backend, proposer_modes=args.proposer_modes)
     if args.smoke:
         cfg.geometry, cfg.proposer, cfg.ks, cfg.expressions = "tiny", "sam2-tiny", [2], [1, 2]
         cfg.runs, cfg.warmup, cfg.proposer_runs, cfg.proposer_warmup = 1, 0, 1, 0
@@ -270,12 +299,19 @@ class Bench:
             spec = {"pack": str(pack), "backend": cfg.backend, "image": image,
                     "threads": cfg.threads,
                     "warmup": cfg.proposer_warmup, "runs": cfg.proposer_runs, "options": options}
-            self.side("runtime", "proposer", spec)
-            if reference and proposer_checkpoint:
-                self.side("reference", "proposer", dict(spec, checkpoint=proposer_checkpoint))
-            elif reference:
+            for mode in cfg.proposer_modes:
+                self.side("runtime", "proposer", dict(spec, proposer_mode=mode),
+                          f"proposer_{mode}")
+            if reference and not proposer_checkpoint:
                 self.note("no proposer checkpoint (--proposer-checkpoint): the proposer's "
                           "reference is left out")
+            elif reference and "exact" not in cfg.proposer_modes:
+                self.note("the proposer's reference has exact mode only: left out")
+            elif reference:
+                self.side("reference", "proposer", dict(spec, checkpoint=proposer_checkpoint),
+                          "proposer_exact")
+            self.main_job(spec)
+            report["proposer_projection"] = self.projection()
         self.flops(pack, manifest, options)
         report["machine"]["loadavg_end"] = os.getloadavg()
         report["wall_s"] = elapsed()
@@ -334,19 +370,65 @@ class Bench:
         return {"points_per_side": self.cfg.points_per_side or generator["points_per_side"],
                 "points_per_batch": self.cfg.points_per_batch or generator["points_per_batch"]}
 
-    def side(self, side: str, part: str, spec: Json) -> None:
+    def side(self, side: str, part: str, spec: Json, name: str | None = None) -> None:
+        """Run `side`'s `part` worker; its result goes to report[side][name or part]."""
+        name = name or part
         wait_for_quiet(self.cfg.wait_quiet, self.report)
         warmup, runs = spec["warmup"], spec["runs"]
-        say(f"{side}, {part}: {warmup} warm-up + {runs} runs"
+        say(f"{side}, {name}: {warmup} warm-up + {runs} runs"
             + (f" per K = {spec['ks']} and per N = {spec['expressions']} expressions"
                if part == "clip" else f", {spec['options']}"))
-        result = self.spawn(f"{side}_{part}", spec, f"{side}_{part}")
-        self.report[side][part] = result
+        result = self.spawn(f"{side}_{part}", spec, f"{side}_{name}")
+        self.report[side][name] = result
         if part == "clip":
             say(f"{side}: " + ", ".join(f"K={k} {r['latency_ms']['median']:.0f} ms"
                                         for k, r in result["ks"].items()))
         else:
-            say(f"{side}: proposer {result['propose']['latency_ms']['median']:.0f} ms")
+            propose = result["propose"]
+            say(f"{side}: {name} {propose['latency_ms']['median']:.0f} ms"
+                + (f", prompts {propose['prompts']}" if "prompts" in propose else ""))
+
+    def main_job(self, proposer_spec: Json) -> None:
+        """`Segmenter.segment(JPEG path, expression)` per proposer mode, each in a process of its
+        own: what a user waits for, proposer and CLIP together."""
+        cfg = self.cfg
+        options = dict(proposer_spec["options"])
+        if cfg.pack is None:
+            options.update(RANDOM_WEIGHTS_OPTIONS)
+        results = self.report["main_job"] = {}
+        for mode in cfg.proposer_modes:
+            wait_for_quiet(cfg.wait_quiet, self.report)
+            label, clip = MAIN_JOB_LABELS[mode], MAIN_JOB_CLIP[mode]
+            say(f"runtime, main job {label}: {cfg.proposer_warmup} warm-up + "
+                f"{cfg.proposer_runs} runs, {options}")
+            spec = dict(proposer_spec, text=cfg.text, proposer_mode=mode, mode=clip,
+                        options=options)
+            result = self.spawn("runtime_main_job", spec, f"runtime_main_job_{mode}")
+            results[mode] = {"label": label, "proposer_mode": mode, "clip_mode": clip,
+                             "options": options, **result}
+            say(f"main job {label}: {result['segment']['latency_ms']['median']:.0f} ms")
+
+    def projection(self) -> Json:
+        """Fast mode's proposer time on a trained proposer, projected (not measured): the share
+        of the grid fast decodes on the demo pack's held-out set × this run's grid × exact's
+        decoder ms per prompt, + exact's encoder ms. Random weights keep too few masks for fast
+        mode to skip prompts, so its measured time here says little."""
+        measured = fast_prompt_share(PROPOSER_MODES_RESULTS)
+        exact = self.report["runtime"].get("proposer_exact")
+        if measured is None or exact is None:
+            why = "run benchmarks/proposer_modes.py" if measured is None else \
+                "needs the exact proposer run: --proposer-mode exact,fast"
+            return {"available": False, "why": why, "source": str(PROPOSER_MODES_RESULTS)}
+        propose = exact["propose"]
+        grid = propose["grid_points"][-1]
+        decoder = propose["stages_ms"]["prop_decoder"]["median"]
+        per_prompt = decoder / propose["prompts"][-1]
+        encoder = propose["stages_ms"]["prop_encoder"]["median"]
+        return {"available": True, "source": str(PROPOSER_MODES_RESULTS), **measured,
+                "grid_points": grid, "exact_decoder_ms_per_prompt": per_prompt,
+                "encoder_ms": encoder, "exact_encoder_decoder_ms": encoder + decoder,
+                "projected_fast_encoder_decoder_ms":
+                    encoder + measured["fast_prompt_share"] * grid * per_prompt}
 
     def crop_counts(self) -> list[int]:
         """Every number of crops a mode encodes at some K (the bound's varies: its runs say)."""
@@ -374,6 +456,20 @@ class Bench:
                                           "flops")
 
 
+def fast_prompt_share(path: Path) -> Json | None:
+    """Prompts fast decodes per image over exact's (all the grid) on the demo pack's held-out
+    set, from benchmarks/proposer_modes.py's results; None without them."""
+    try:
+        variants = json.loads(path.read_text())["sets"][HELD_OUT]["variants"].values()
+        prompts = {v["mode"]["name"]: v["prompts_per_image"] for v in variants
+                   if not v["overrides"] and v["precision"] == "fp32"}
+        return {"set": HELD_OUT, "fast_prompts_per_image": prompts["fast"],
+                "exact_prompts_per_image": prompts["exact"],
+                "fast_prompt_share": prompts["fast"] / prompts["exact"]}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -398,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         return error_exit("zsris-rt bench", exc)
     except KeyboardInterrupt:
         return 130
-    processes = [*report["runtime"].values(), *report.get("modes", {}).values()]
+    processes = [*report["runtime"].values(), *report.get("modes", {}).values(),
+                 *report.get("main_job", {}).values()]
     leaked = any(p["torch_in_sys_modules"] for p in processes)
     if leaked:
         say("torch was loaded in the runtime's process")

@@ -1,8 +1,10 @@
 """The report of `zsris-rt bench`: markdown tables (header, end to end over K, stages with their
-compute floors, proposer, expressions per scene, processes) and an optional PNG of the curves."""
+compute floors, expressions per scene, proposer per proposer mode, the main job end to end,
+processes) and an optional PNG of the curves."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,15 +116,15 @@ def clip_rows(k: str) -> list[Row]:
     ]
 
 
-def proposer_rows(prompts: int, per_call: int) -> list[Row]:
-    """Rows of the proposer's stages; the decoder's FLOPs were counted on one call of
-    `per_call` prompts and scale with the prompts."""
+def proposer_rows(prompts: float, per_call: int) -> list[Row]:
+    """Rows of the proposer's stages at `prompts` decoded (a mean over runs in fast mode); the
+    decoder's FLOPs were counted on one call of `per_call` prompts and scale with the prompts."""
     encoder, decoder = ("prop_encoder", "1", 1.0), ("prop_decoder", "call", prompts / per_call)
     return [
         Row("image decode (JPEG from disk)", ("decode",), ("decode",)),
         Row("proposer encoder (with preprocessing)", ("prop_encoder",), ("prop_encoder",),
             (encoder,)),
-        Row(f"decoder ({prompts} prompts)", ("prop_decoder",), None, (decoder,)),
+        Row(f"decoder ({prompts:g} prompts)", ("prop_decoder",), None, (decoder,)),
         Row("mask ops (filters, NMS, final masks)", ("prop_filter", "prop_nms"), None),
         Row("= decoder + mask ops", ("prop_decoder", "prop_filter", "prop_nms"), ("prop_rest",),
             (decoder,)),
@@ -270,55 +272,132 @@ def _over_expressions(report: Json) -> list[str]:
 
 
 def _proposer(report: Json, floors: Floors) -> list[str]:
-    rt = report["runtime"].get("proposer")
-    if rt is None:
+    """One stage table per proposer mode (the reference, exact only, beside exact), then what
+    fast mode would save on a trained proposer."""
+    names = [f"proposer_{m}" for m in report["config"]["proposer_modes"]]
+    runs = {name: report["runtime"][name] for name in names if name in report["runtime"]}
+    if not runs:
         return []
-    ref = report["reference"].get("proposer")
-    options = report["proposer_options"]
+    options, cfg = report["proposer_options"], report["config"]
     pps, per_call = options["points_per_side"], options["points_per_batch"]
-    cfg = report["config"]
-    lines = [f"### Proposer stages ({pps}×{pps} point prompts, {per_call} per decoder call; "
-             f"{cfg['proposer_warmup']} warm-up + {cfg['proposer_runs']} runs; masks kept: "
-             "runtime "
-             f"{rt['propose']['masks_kept']}"
-             + (f", reference {ref['propose']['masks_kept']}" if ref else "") + ")", "",
-             stage_table(proposer_rows(pps * pps, min(per_call, pps * pps)), rt["propose"],
-                         ref["propose"] if ref else None, floors)]
+    lines: list[str] = []
+    for name, rt in runs.items():
+        ref, propose = report["reference"].get(name), rt["propose"]
+        prompts, grid = statistics.fmean(propose["prompts"]), propose["grid_points"][-1]
+        lines += [f"### Proposer stages, {name.removeprefix('proposer_')} mode ({prompts:g} of "
+                  f"{grid} grid points decoded (mean); {pps}×{pps} grid, {per_call} prompts per "
+                  f"decoder call; {cfg['proposer_warmup']} warm-up + {cfg['proposer_runs']} runs; "
+                  f"masks kept: runtime {propose['masks_kept']}"
+                  + (f", reference {ref['propose']['masks_kept']}" if ref else "") + ")", "",
+                  stage_table(proposer_rows(prompts, min(per_call, grid)), propose,
+                              ref["propose"] if ref else None, floors), ""]
+    lines += _projection(report)
     sums = []
-    for side, proposer in (("runtime", rt), ("reference", ref)):
-        clip = report[side].get("clip")
+    for side in ("runtime", "reference"):
+        proposer, clip = report[side].get("proposer_exact"), report[side].get("clip")
         if proposer is None or clip is None:
             continue
         total = proposer["propose"]["latency_ms"]["median"]
         sums.append(f"{side} " + ", ".join(f"K = {k}: {ms(total + run['latency_ms']['median'])} ms"
                                            for k, run in clip["ks"].items()))
-    lines += ["", "End to end with the proposer (sum of medians: the random proposer keeps too "
-              "few masks to set K): " + "; ".join(sums)]
+    if sums:
+        lines += ["", "Exact proposer + CLIP over K (sum of medians, given K masks): "
+                  + "; ".join(sums)]
+    return lines
+
+
+def _projection(report: Json) -> list[str]:
+    """Fast mode on a trained proposer, projected from benchmarks/proposer_modes.py's prompts."""
+    lines = []
+    if report["pack"]["random_weights"]:
+        lines.append("Random weights keep few masks, so fast mode skips few prompts here: it "
+                     "skips the grid points inside the masks already found. The prompts a "
+                     "trained proposer decodes in fast mode are measured in "
+                     "benchmarks/results/proposer-modes.json.")
+    p = report.get("proposer_projection")
+    if p is None or not p["available"]:
+        why = p["why"] if p else "run benchmarks/proposer_modes.py"
+        return lines + ["", f"projection: not available ({why})"]
+    share, grid = p["fast_prompt_share"], p["grid_points"]
+    return lines + ["", f"**Projected, not measured**: fast proposer encoder + decoder ≈ "
+                    f"{ms(p['encoder_ms'])} ms encoder + {share:.3f} × {grid} grid points × "
+                    f"{p['exact_decoder_ms_per_prompt']:.3f} ms per prompt = "
+                    f"**{ms(p['projected_fast_encoder_decoder_ms'])} ms** (projected, not "
+                    f"measured), against exact's measured {ms(p['exact_encoder_decoder_ms'])} ms; "
+                    f"{share:.3f} = the prompts fast decodes on the demo pack's {p['set']} set "
+                    f"({p['fast_prompts_per_image']:.1f} of {p['exact_prompts_per_image']:.0f} "
+                    "per image, benchmarks/results/proposer-modes.json); exact's ms per prompt "
+                    "and encoder ms are this run's."]
+
+
+def _main_job(report: Json) -> list[str]:
+    """The main job per proposer mode, a column each: latency, stages, masks, prompts, memory."""
+    jobs = report.get("main_job")
+    if not jobs:
+        return []
+    cfg, records = report["config"], [j["segment"] for j in jobs.values()]
+    stages = list(dict.fromkeys(s for r in records for run in r["stage_runs"] for s in run))
+    rows = [["end to end median (p90) ms",
+             *(f"{ms(r['latency_ms']['median'])} ({ms(r['latency_ms']['p90'])})"
+               for r in records)],
+            *([f"{stage} median ms", *(ms(r["stages_ms"][stage]["median"])
+                                       if stage in r["stages_ms"] else NONE for r in records)]
+              for stage in stages),
+            ["masks K", *(str(r["masks"]) for r in records)],
+            ["crops encoded", *(str(r["local_computed"]) for r in records)],
+            ["prompts decoded / grid points", *(f"{r['prompts']} / {r['grid_points']}"
+                                                for r in records)],
+            ["peak memory MiB (VmHWM), first run: one-shot command",
+             *(f"{j['rss_after_first_run']['vmhwm_mb']:.0f}" for j in jobs.values())],
+            ["peak memory MiB (VmHWM), all runs: warm process",
+             *(f"{j['rss']['vmhwm_mb']:.0f}" for j in jobs.values())],
+            ["RSS after the runs MiB (VmRSS)", *(f"{j['rss']['vmrss_mb']:.0f}"
+                                                 for j in jobs.values())]]
+    options = next(iter(jobs.values()))["options"]
+    lines = [f"### Main job end to end (`Segmenter.segment(JPEG path, expression)`, no masks "
+             f"given: decode, proposer, CLIP, text; caches cleared every run; "
+             f"{cfg['proposer_warmup']} warm-up + {cfg['proposer_runs']} runs, each in a "
+             "process of its own)", "",
+             table(["", *(j["label"] for j in jobs.values())], rows), "",
+             "Generator options: " + ", ".join(f"{k} {v}" for k, v in options.items())
+             + ", the pack's defaults otherwise."]
+    if report["pack"]["random_weights"]:
+        lines[-1] += (" Random weights keep few masks or none at the pack's thresholds, so "
+                      "both are 0 here and K is capped at 32: CLIP then scores a real query's "
+                      "K. With the filters off fast mode finds masks everywhere and skips "
+                      "more of the grid than a trained proposer would: read its prompts "
+                      "with the projection above.")
     return lines
 
 
 def _processes(report: Json) -> list[str]:
     rows = []
-    processes = [(f"{side} {part}", p) for side in ("runtime", "reference")
+    processes = [(f"{side} {part.replace('_', ' ')}", p) for side in ("runtime", "reference")
                  for part, p in report[side].items()]
     processes += [(f"runtime mode {name}", p) for name, p in report.get("modes", {}).items()]
+    processes += [(f"main job {j['label']}", j) for j in report.get("main_job", {}).values()]
     for name, p in processes:
         shares = [r["other_processes_cpu_share"] for r in _series(p)]
-        rows.append([name, f"{p['startup_s']:.1f}", f"{p['rss_after_load']['ru_maxrss_mb']:.0f}",
-                     f"{p['rss']['ru_maxrss_mb']:.0f}",
+        rows.append([name, f"{p['startup_s']:.1f}", f"{p['rss_after_load']['vmrss_mb']:.0f}",
+                     f"{p['rss']['vmhwm_mb']:.0f}", f"{p['rss']['vmrss_mb']:.0f}",
                      ", ".join(p["heavy_modules_loaded"]) or "none",
                      f"{100 * max(shares):.0f} %"])
     return ["### Processes", "", table(
-        ["process", "load s", "RSS after load MiB", "peak RSS MiB",
-         "torch / transformers / onnx loaded", "other processes' CPU share (max)"], rows), "",
-        "Other processes' CPU share: busy CPU time of the whole machine minus the process's own, "
-        "over its timed runs; above a few % its timings are inflated."]
+        ["process", "load s", "RSS after load MiB (VmRSS)", "peak RSS MiB (VmHWM)",
+         "RSS at end MiB (VmRSS)", "torch / transformers / onnx loaded",
+         "other processes' CPU share (max)"], rows), "",
+        "Peak RSS is /proc's VmHWM, the process's own: getrusage's ru_maxrss of a child started "
+        "by vfork + exec keeps its parent's peak (both are in the JSON). Other processes' CPU "
+        "share: busy CPU time of the whole machine minus the process's own, over its timed runs; "
+        "above a few % its timings are inflated."]
 
 
 def _series(process: Json) -> list[Json]:
     """Every timed series of a worker's result."""
     if "propose" in process:
         return [process["propose"]]
+    if "segment" in process:
+        return [process["segment"]]
     return [*process["ks"].values(), *process["expressions"].values()]
 
 
@@ -342,6 +421,8 @@ def render(report: Json) -> str:
     lines += ["", *_over_expressions(report)]
     proposer = _proposer(report, floors)
     lines += ["", *proposer] if proposer else []
+    main_job = _main_job(report)
+    lines += ["", *main_job] if main_job else []
     lines += ["", *_processes(report)]
     return "\n".join(lines) + "\n"
 

@@ -34,6 +34,7 @@ WORKERS: dict[str, str] = {
     "flops": ".flops:count_pack_flops",
     "runtime_clip": ".runtime_side:clip_runs",
     "runtime_proposer": ".runtime_side:proposer_runs",
+    "runtime_main_job": ".runtime_side:main_job_runs",
     "quantize": ".runtime_side:quantize",
     "reference_clip": f"{TORCH_WORKERS}:clip_runs",
     "reference_proposer": f"{TORCH_WORKERS}:proposer_runs",
