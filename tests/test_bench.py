@@ -102,6 +102,10 @@ def test_smoke_times_each_proposer_mode_and_the_main_job(smoke: SimpleNamespace)
         assert segment["masks"] >= 1 and 0 <= segment["index"] < segment["masks"]
         assert 0 < segment["prompts"] <= segment["grid_points"]
     assert jobs["fast"]["segment"]["prompts"] <= jobs["exact"]["segment"]["prompts"]
+    # The filters go off for the main job only when the proposer runs kept no mask at all.
+    kept = [n for mode in ("exact", "fast")
+            for n in rt[f"proposer_{mode}"]["propose"]["masks_kept"]]
+    assert (jobs["exact"]["options"].get("pred_iou_thresh") == 0.0) == (min(kept) == 0)
     assert jobs["fast"]["segment"]["local_computed"] <= 4
     markdown = smoke.markdown.read_text()
     for needed in ("### Proposer stages, exact mode", "### Proposer stages, fast mode",

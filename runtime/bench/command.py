@@ -40,11 +40,9 @@ MAX_EXPRESSIONS = len(expressions(10_000))
 # The main job's CLIP side per proposer mode: fast pairs the fast proposer with CLIP's top-4.
 MAIN_JOB_CLIP: dict[str, Json] = {"exact": {}, "fast": {"local_top": 4}}
 MAIN_JOB_LABELS = {"exact": "exact", "fast": "fast (proposer fast + CLIP top-4)"}
-# Random weights keep few masks or none at the pack's thresholds, and `segment` needs some to
-# choose from: with random weights the main job keeps every mask box NMS leaves, up to K = 32
-# (the K of the CLIP speed targets), so CLIP's share of the time is a real query's.
-RANDOM_WEIGHTS_OPTIONS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0,
-                          "max_masks": 32}
+# `segment` needs a mask to choose from. When the proposer runs kept none (random weights at
+# tiny geometry do this), the main job turns the two filters off instead (recorded).
+NO_FILTERS = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 # benchmarks/proposer_modes.py's results on the trained demo pack: the prompts fast decodes.
 PROPOSER_MODES_RESULTS = ROOT / "benchmarks" / "results" / "proposer-modes.json"
 HELD_OUT = "held-out"
@@ -393,8 +391,10 @@ class Bench:
         own: what a user waits for, proposer and CLIP together."""
         cfg = self.cfg
         options = dict(proposer_spec["options"])
-        if cfg.pack is None:
-            options.update(RANDOM_WEIGHTS_OPTIONS)
+        kept = [n for record in self.report["runtime"].values() if "propose" in record
+                for n in record["propose"]["masks_kept"]]
+        if kept and min(kept) == 0:
+            options.update(NO_FILTERS)
         results = self.report["main_job"] = {}
         for mode in cfg.proposer_modes:
             wait_for_quiet(cfg.wait_quiet, self.report)

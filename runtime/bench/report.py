@@ -361,12 +361,13 @@ def _main_job(report: Json) -> list[str]:
              table(["", *(j["label"] for j in jobs.values())], rows), "",
              "Generator options: " + ", ".join(f"{k} {v}" for k, v in options.items())
              + ", the pack's defaults otherwise."]
+    if options.get("pred_iou_thresh") == 0.0 == options.get("stability_score_thresh"):
+        lines[-1] += (" The proposer runs kept no mask at the pack's thresholds, so both "
+                      "filters are off here (every decoded mask is filtered, kept and NMS-ed: "
+                      "more time and memory than the pack's thresholds cost).")
     if report["pack"]["random_weights"]:
-        lines[-1] += (" Random weights keep few masks or none at the pack's thresholds, so "
-                      "both are 0 here and K is capped at 32: CLIP then scores a real query's "
-                      "K. With the filters off fast mode finds masks everywhere and skips "
-                      "more of the grid than a trained proposer would: read its prompts "
-                      "with the projection above.")
+        lines[-1] += (" Random weights keep few masks (K above), so CLIP's part is smaller "
+                      "than a real query's: see the CLIP tables for its time at a real K.")
     return lines
 
 
