@@ -89,6 +89,8 @@ class Segmenter:
                 backend.prepare(graph)
             if self.proposer is not None:
                 self.proposer.prepare()
+        else:  # one small graph, so that a backend that cannot start fails now
+            backend.prepare("prop_decoder" if self.proposer is not None else "clip_text")
 
     def clear_caches(self) -> None:
         """Forget cached text features, parses and image encodings (for cold-start timing)."""
@@ -111,9 +113,10 @@ class Segmenter:
         `engine_cache`: TensorRT's engine folder. `local_top`/`local_bound`: see the class.
         `proposer_mode`: "exact" (segment-anything's generator) or "fast" (runtime/
         proposer_modes.py), the default of `propose` and `encode_image`. `preload=False` loads
-        each graph when it first runs instead of now: a one-shot job then never holds the CLIP
-        weights and the proposer encoder's working memory at once (its peak memory falls by the
-        smaller of the two), while a warm segmenter's first query is not slowed by loading."""
+        each graph when it first runs instead of now (but one small graph, to check the backend
+        starts): a one-shot job then never holds the CLIP weights and the proposer encoder's
+        working memory at once (its peak memory falls by the smaller of the two), while a warm
+        segmenter's first query is not slowed by loading."""
         pack = load_pack(default_pack() if path is None else Path(path), verify=verify)
         validate_local_top(local_top)  # refuse bad options before building a backend
         validate_local_bound(local_bound, pack.clip.local_norm_bound)

@@ -7,8 +7,9 @@ what the runtime really sends, see segmenter.py and proposer.py):
 - clip_trunk `batch`: 1 / 1 / 1 (one image per call).
 - clip_text `batch`: 1 / 2 / 8 (an expression and its noun phrase, or just one when equal);
   `length`: 2 / 16 / context_length (ids are cut after the longest end token: start + end is 2).
-- prop_decoder `prompts`: 1 / points_per_batch / points_per_batch (one chunk of the point grid);
-  `points`: 1 / 1 / 1 (the generator gives one point per prompt).
+- prop_decoder `prompts`: 1 / points_per_batch / points_per_batch (one chunk of the point grid;
+  the proposer sends fewer where a call would pass its memory budget, proposer.DECODER_CALL_BYTES:
+  7 prompts at SAM 2 Hiera-tiny geometry); `points`: 1 / 1 / 1 (one point per prompt).
 A dynamic axis with no rule is refused: an engine with a silent batch-1 profile is the classic
 mistake (DESIGN.md §4).
 
