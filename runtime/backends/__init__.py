@@ -8,10 +8,9 @@ from pathlib import Path
 
 from ..errors import ZsrisError
 from ..pack import Pack
-from .base import Backend
+from .base import PRECISIONS, Backend
 
 BACKENDS = ("auto", "cpu", "cuda", "ort-trt", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def supported_precisions(pack: Pack, name: str) -> list[str]:

@@ -8,6 +8,8 @@ from functools import partial
 
 import numpy as np
 
+PRECISIONS = ("fp32", "fp16", "int8")  # every backend's; which it runs: supported_precisions
+
 
 class Backend(ABC):
     """Runs the pack's graphs by name. `name` is what outputs report (e.g. "cpu")."""

@@ -27,12 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic_files import atomic_write
 from ..errors import PackError, ZsrisError
 from ..pack import Pack
+from .base import PRECISIONS
 from .cuda_device import GrowingBuffers
-from .engine_cache import Profile, atomic_write
+from .engine_cache import Profile
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_MAX_MASKS = 128
 MASKS_OPT = 32
 TEXT_BATCH = (1, 2, 8)
