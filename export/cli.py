@@ -33,11 +33,12 @@ from zsris_rt.pack import (
     sha256_file,
     write_manifest,
 )
+from zsris_rt.progress import progress_printer
 from zsris_rt.text import DEFAULT_SPACY_MODEL
 
 from .checkpoints import FORMATS, load_clip
 from .clip_model import ClipModel
-from .command import TORCH_FREE, progress_printer, run_torch_free, torch_free_command
+from .command import TORCH_FREE, run_torch_free, torch_free_command
 from .demo_proposer import PROPOSER_STEPS
 from .local_bound import local_norm_bound
 from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip

@@ -7,23 +7,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import time
-from collections.abc import Callable
 from types import ModuleType
 
 from zsris_rt.errors import ZsrisError
 
 # Command → module with `add_parser(subparsers)` and `run(args) -> int`.
 TORCH_FREE = {"engines": "engines_command", "quantize": "quantize"}
-
-
-def progress_printer() -> Callable[[str], None]:
-    """`say(message)`: one progress line on stderr, with the seconds since this call."""
-    start = time.perf_counter()
-
-    def say(message: str) -> None:
-        print(f"[{time.perf_counter() - start:6.1f}s] {message}", file=sys.stderr, flush=True)
-    return say
 
 
 def torch_free_command(name: str) -> ModuleType:

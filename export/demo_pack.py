@@ -56,8 +56,9 @@ def build_demo_pack(args: argparse.Namespace) -> Path:
     a staging folder beside `args.out`, record the training, then move the pack into place."""
     import torch
 
+    from zsris_rt.progress import progress_printer
+
     from .cli import export_clip_pack, export_sam_into_pack
-    from .command import progress_printer
 
     say = progress_printer()
     out = Path(args.out)

@@ -74,7 +74,7 @@ def build_engines(args: argparse.Namespace) -> list[Path]:
     if absent:
         raise ZsrisError(f"pack {pack.root} has no {', '.join(absent)} graph (it has: "
                          f"{', '.join(available)})")
-    from .command import progress_printer
+    from zsris_rt.progress import progress_printer
 
     say = progress_printer()
     calibration = None

@@ -283,7 +283,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `zsris-export quantize`; a ZsrisError is left to the caller's one-line report."""
-    from .command import progress_printer
+    from zsris_rt.progress import progress_printer
 
     say = progress_printer()
     entries = quantize_pack(args.pack, args.calib, args.graphs, args.method, args.per_channel,

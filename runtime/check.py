@@ -25,6 +25,7 @@ import numpy as np
 from .backends import Backend
 from .errors import NoMaskError, ZsrisError
 from .maskops import mask_iou
+from .progress import progress_printer
 from .segmenter import Segmenter
 
 SYNTHETIC_SCENES = 12  # default image set: drawn by synth's generator, with their expressions
@@ -214,7 +215,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     pack = candidate.pack
     reference = Segmenter(pack, create_backend(pack, "cpu", threads=args.threads),
                           args.alpha, args.beta, args.spacy_model)
-    say = _progress if not args.json else None
+    say = progress_printer() if not args.json else None
     masks_for = None if pack.proposer is not None else \
         (lambda image: fixed_masks(*image.shape[:2]))
     inputs = collect_graph_inputs(pack, [q.image for q in queries],
@@ -229,10 +230,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "graphs": compare_graphs(candidate.backend, reference.backend, inputs),
         "queries": compare_queries(candidate, reference, queries, masks_for, say)}
     return report
-
-
-def _progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
 
 
 def _text(report: dict[str, Any]) -> str:

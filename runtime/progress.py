@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
+
+
+def progress_printer(start: float | None = None) -> Callable[[str], None]:
+    """`say(message)`: one line on stderr stamped with the seconds since `start` (default: this
+    call), for work whose steps are few and long (exports, benchmarks, checks), where a bar per
+    step would say less than the step's name."""
+    origin = time.perf_counter() if start is None else start
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - origin:6.1f}s] {message}", file=sys.stderr, flush=True)
+    return say
 
 
 def _clock(seconds: float) -> str:

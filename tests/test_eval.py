@@ -9,6 +9,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from refer_truth import Truth, decode, load_truth
 from zsris_rt import Result, Segmenter
 from zsris_rt.cli import main
 from zsris_rt.errors import NoMaskError
-from zsris_rt.progress import Progress
+from zsris_rt.progress import Progress, progress_printer
 from zsris_rt.refer_data import ReferDataset, load_refs
 from zsris_rt.synthetic_refer import write_synthetic_refer
 
@@ -403,3 +404,14 @@ def test_eval_modules_do_not_import_torch():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_progress_printer_stamps_seconds_since_its_start(capsys):
+    """The one stamped line printer (exports, bench, check): stderr only, one line a call."""
+    import time
+
+    say = progress_printer(time.perf_counter() - 2.0)
+    say("export clip_image")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(r"\[ {3}2\.\ds\] export clip_image\n", captured.err)

@@ -3,8 +3,9 @@ where they are without a progress bar per step."""
 
 from __future__ import annotations
 
-import sys
 import time
+
+from ..progress import progress_printer
 
 _START = time.perf_counter()
 
@@ -14,5 +15,4 @@ def elapsed() -> float:
     return time.perf_counter() - _START
 
 
-def say(message: str) -> None:
-    print(f"[{elapsed():6.1f}s] {message}", file=sys.stderr, flush=True)
+say = progress_printer(_START)
