@@ -45,14 +45,12 @@ from zsris_rt.export.onnx_sam import (
     transformers_decoder,
 )
 from zsris_rt.export.random_checkpoint import random_sam
+from zsris_rt.progress import progress_printer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decoder-split.json"
 GEOMETRIES = ("sam2-hiera-tiny", "sam-vit-b")
+say = progress_printer()
 SHOWN_VERSIONS = {"onnxruntime": "onnxruntime", "torch": "torch", "transformers": "transformers"}
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:

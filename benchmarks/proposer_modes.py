@@ -42,12 +42,14 @@ from zsris_rt.check import MATCH_IOU, matched_masks
 from zsris_rt.errors import NoMaskError
 from zsris_rt.image import read_image
 from zsris_rt.pack import default_pack, load_pack
+from zsris_rt.progress import progress_printer
 from zsris_rt.proposer_modes import EXACT, FAST, ProposerMode
 from zsris_rt.refer_data import ReferDataset, Sample
 from zsris_rt.results import Proposals
 from zsris_rt.synthetic_refer import write_synthetic_refer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "proposer-modes.json"
+say = progress_printer()  # stderr, so stdout stays the markdown report
 SPLIT = "val"
 DATASET = "refcoco"
 # The tuning sets' generation, exactly (their testA splits were tuned on; val is measured here).
@@ -127,11 +129,6 @@ class Tally:
         }
 
 
-def say(message: str) -> None:
-    """Progress on stderr, so stdout stays the markdown report."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def write_set(work: Path, name: str) -> Path:
     """The synth set `name` under `work` (reused when already there), as `zsris-rt synth` would
     write it with the tuning runs' options; returns its data root."""
@@ -205,18 +202,12 @@ def choices(scorer: Segmenter, rgb: np.ndarray, proposals: Proposals,
     return picked
 
 
-def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of a[i] with b[i] (two empty masks count as the same: 1)."""
+def pair_iou(a: np.ndarray, b: np.ndarray, empty: float) -> np.ndarray:
+    """IoU of a[i] with b[i]; `empty` where both are empty (1 between two picks: the same
+    choice; 0 against the truth, as eval counts it)."""
     inter = np.count_nonzero(a & b, axis=(1, 2))
     union = np.count_nonzero(a | b, axis=(1, 2))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def truth_iou(picked: np.ndarray, truths: np.ndarray) -> np.ndarray:
-    """IoU of each pick with its ground truth, eval's way (0 when the union is empty)."""
-    inter = np.count_nonzero(picked & truths, axis=(1, 2))
-    union = np.count_nonzero(picked | truths, axis=(1, 2))
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    return np.where(union > 0, inter / np.maximum(union, 1), empty)
 
 
 def run_set(name: str, root: Path, variants: dict[str, Variant],
@@ -256,10 +247,10 @@ def run_set(name: str, root: Path, variants: dict[str, Variant],
             tally.masks.append(len(proposals))
             tally.exact_masks += len(exact)
             tally.matched += matched_masks(exact.masks, proposals.masks)
-            same = pair_iou(picks, exact_picks)
+            same = pair_iou(picks, exact_picks, empty=1.0)
             tally.chosen_iou += same.tolist()
             tally.agree += (same >= MATCH_IOU).tolist()
-            tally.truth_iou += truth_iou(picks, truths).tolist()
+            tally.truth_iou += pair_iou(picks, truths, empty=0.0).tolist()
             tally.no_masks += int(len(proposals) == 0)
             tally.identical += int(proposals.masks.shape == exact.masks.shape and
                                    np.array_equal(proposals.masks, exact.masks))

@@ -91,48 +91,48 @@ def proposer_runs(spec: Json) -> Json:
     runs every time), with the prompts each run decoded: fast mode's saving is in them."""
     seg, out = _load(spec)
     timings: list[dict[str, float]] = []
-    runs: list[Any] = []
+    counts: list[tuple[int, int, int]] = []  # masks, prompts, grid points (not the masks)
 
     def propose() -> None:
         proposals = seg.propose(spec["image"], mode=spec["proposer_mode"], **spec["options"])
         timings.append(dict(proposals.timings))
-        runs.append(proposals)
+        counts.append((len(proposals), proposals.prompts, proposals.grid_points))
+        out["proposer_mode_settings"] = proposals.mode
 
     times, _, extra = timed_runs(propose, seg.clear_caches, spec["warmup"], spec["runs"])
-    timed = runs[spec["warmup"]:]
+    kept, prompts, grid = (list(column) for column in zip(*counts[spec["warmup"]:], strict=True))
     out["propose"] = {**latency(times, extra, timings[spec["warmup"]:]),
-                      "masks_kept": [len(p) for p in timed],
-                      "prompts": [p.prompts for p in timed],
-                      "grid_points": [p.grid_points for p in timed]}
-    out["proposer_mode_settings"] = timed[-1].mode
+                      "masks_kept": kept, "prompts": prompts, "grid_points": grid}
     return {**out, **_process(seg)}
 
 
 def main_job_runs(spec: Json) -> Json:
     """The main job as a user runs it: `Segmenter.segment(JPEG path, expression)` without masks,
-    caches cleared, so decode, proposer encoder and decoder, CLIP and the text tower run every
-    time. Graphs load when first run, as `zsris-rt IMAGE TEXT` loads them: the peak memory after
-    the first run is a one-shot command's, the peak at the end a warm process's. The prompts
-    come from one untimed `propose` after (same image, same walk)."""
+    as its two steps (encode_image, then query: the scene says what the walk decoded), caches
+    cleared, so decode, proposer encoder and decoder, CLIP and the text tower run every time.
+    Graphs load when first run, as `zsris-rt IMAGE TEXT` loads them: the peak memory after the
+    first run is a one-shot command's, the peak at the end a warm process's."""
     seg, out = _load(spec, preload=False)
     mode, options = spec["proposer_mode"], spec["options"]
     timings: list[dict[str, float]] = []
+    walked: list[tuple[int, int]] = []  # prompts decoded, grid points
 
     def segment() -> Any:
-        result = seg.segment(spec["image"], spec["text"], proposer_mode=mode, **options)
+        scene = seg.encode_image(spec["image"], proposer_mode=mode, **options)
+        result = seg.query(scene, spec["text"])
         if not timings:
             out["rss_after_first_run"] = peak_rss()
         timings.append(dict(result.timings))
+        walked.append((scene.proposals.prompts, scene.proposals.grid_points))
         return result
 
     times, results, extra = timed_runs(segment, seg.clear_caches, spec["warmup"], spec["runs"])
-    process = _process(seg)  # memory after the timed runs, before the untimed `propose`
-    proposals = seg.propose(spec["image"], mode=mode, **options)
+    prompts, grid = walked[-1]
     out["segment"] = {**latency(times, extra, timings[spec["warmup"]:]),
                       "masks": len(results[-1].masks), "index": results[-1].index,
                       "local_computed": results[-1].local_computed,
-                      "prompts": proposals.prompts, "grid_points": proposals.grid_points}
-    return {**out, **process}
+                      "prompts": prompts, "grid_points": grid}
+    return {**out, **_process(seg)}
 
 
 def quantize(spec: Json) -> Json:
