@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 
 DEFAULTS = ["--proposer", "none", "--ks", "8,32", "--work", "/tmp/zsris-bench"]
 

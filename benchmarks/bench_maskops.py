@@ -9,9 +9,9 @@ Ops (C++ through `zsris_rt.maskops` when `implementation() == "c++"`; NumPy twin
                     C++ and NumPy write into one reused buffer, as the Segmenter does);
                     torch: fill the box's crop outside the mask, `F.interpolate` bilinear
 - mask_grid:        `mask_grid.mask_grid` (g = 7); torch `F.interpolate` on the float masks
-- logit_statistics: `logit_upsample.mask_statistics` (l = 256, threshold 0, offset 1);
+- logit_statistics: `maskops.logits.logit_statistics` (l = 256, threshold 0, offset 1);
                     torch: SAM's postprocess_masks (bilinear to 1024², crop, bilinear to H×W)
-- logit_masks:      `logit_upsample.binary_masks`; torch: the same resizes, then `> 0`
+- logit_masks:      `maskops.logits.logit_masks`; torch: the same resizes, then `> 0`
 - mask_iou:         `mask_iou.mask_iou` (K×K); torch: float32 matmul of the flat masks
 - mask_nms:         `mask_iou.mask_nms` (threshold 0.5, random scores); torch: the IoU matrix
                     as above, then the greedy loop
@@ -146,7 +146,7 @@ def torch_grid(masks: Any, grid: int) -> Any:
 
 def _torch_groups(k: int, h: int, w: int) -> list[slice]:
     """Groups of logits upsampled at once: the NumPy twin's memory bound (GROUP_BYTES)."""
-    from zsris_rt.logit_upsample import GROUP_BYTES
+    from zsris_rt.maskops.logits import GROUP_BYTES
 
     size = max(1, GROUP_BYTES // (4 * h * w))
     return [slice(s, min(s + size, k)) for s in range(0, k, size)]
@@ -280,11 +280,11 @@ def check_logits(what: str, logits: Any, maps: Any, stats: tuple, masks: Any) ->
     are those of the masks; stats equal the twin's wherever no pixel is near a threshold."""
     import numpy as np
 
-    from zsris_rt.logit_upsample import mask_statistics, upsample_logits
+    from zsris_rt.maskops.logits import logit_statistics, upsample_logits
 
     h, w = maps[0].shape[0], maps[1].shape[0]
     stability, boxes, area = stats
-    twin = mask_statistics(logits, maps, THRESHOLD, OFFSET)
+    twin = logit_statistics(logits, maps, THRESHOLD, OFFSET)
     for group in _torch_groups(len(logits), h, w):
         full = upsample_logits(logits[group], maps)
         got = masks[group]
@@ -331,16 +331,16 @@ def time_runs(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[fl
 def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> list[Json]:
     import numpy as np
 
-    from zsris_rt import mask_iou as np_iou
+    from zsris_rt.maskops import iou as np_iou
     from zsris_rt import maskops
-    from zsris_rt import rle as np_rle
-    from zsris_rt.crop_batcher import masked_crops as np_crops
-    from zsris_rt.input_frame import InputFrame
-    from zsris_rt.logit_upsample import binary_masks, mask_statistics
-    from zsris_rt.mask_boxes import tight_boxes as np_boxes
-    from zsris_rt.mask_grid import mask_grid as np_grid
-    from zsris_rt.masked_feature_maps import masked_feature_maps as np_features
+    from zsris_rt.maskops import rle as np_rle
+    from zsris_rt.maskops.boxes import tight_boxes as np_boxes
+    from zsris_rt.maskops.crops import mask_grid as np_grid
+    from zsris_rt.maskops.crops import masked_crops as np_crops
+    from zsris_rt.maskops.feature_maps import masked_feature_maps as np_features
+    from zsris_rt.maskops.logits import logit_masks, logit_statistics
     from zsris_rt.pack import ProposerSettings
+    from zsris_rt.proposer.input_frame import InputFrame
 
     _native = maskops._native  # the raw RLE ops: bytes, like pycocotools
 
@@ -375,11 +375,11 @@ def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> 
                       "reference": lambda: torch_grid(masks, GRID)},
         "logit_statistics": {"c++": lambda: maskops.logit_statistics(logits, maps, THRESHOLD,
                                                                      OFFSET),
-                             "numpy": lambda: mask_statistics(logits, maps, THRESHOLD, OFFSET),
+                             "numpy": lambda: logit_statistics(logits, maps, THRESHOLD, OFFSET),
                              "reference": lambda: torch_statistics(logits, frame, THRESHOLD,
                                                                    OFFSET)},
         "logit_masks": {"c++": lambda: maskops.logit_masks(logits, maps, THRESHOLD),
-                        "numpy": lambda: binary_masks(logits, maps, THRESHOLD),
+                        "numpy": lambda: logit_masks(logits, maps, THRESHOLD),
                         "reference": lambda: torch_masks(logits, frame, THRESHOLD)},
         "mask_iou": {"c++": lambda: maskops.mask_iou(masks),
                      "numpy": lambda: np_iou.mask_iou(masks),

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from zsris_rt.evaluation import main as eval_main
+from zsris_rt.commands.eval import main as eval_main
 from zsris_rt.pack import default_pack, load_pack
 from zsris_rt.synthetic_refer import write_synthetic_refer
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from zsris_rt import Segmenter
-from zsris_rt.evaluation import main as eval_main
+from zsris_rt.commands.eval import main as eval_main
 from zsris_rt.evaluation import read_rows
 from zsris_rt.maskops import mask_iou
 from zsris_rt.pack import default_pack, load_pack

@@ -37,13 +37,13 @@ from typing import Any
 import numpy as np
 
 from zsris_rt import Segmenter
+from zsris_rt.agreement import MATCH_IOU, matched_masks
 from zsris_rt.bench.machine import machine
-from zsris_rt.check import MATCH_IOU, matched_masks
 from zsris_rt.errors import NoMaskError
 from zsris_rt.image import read_image
 from zsris_rt.pack import default_pack, load_pack
 from zsris_rt.progress import progress_printer
-from zsris_rt.proposer_modes import EXACT, FAST, ProposerMode
+from zsris_rt.proposer.modes import EXACT, FAST, ProposerMode
 from zsris_rt.refer_data import ReferDataset, Sample
 from zsris_rt.results import Proposals
 from zsris_rt.synthetic_refer import write_synthetic_refer

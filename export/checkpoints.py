@@ -16,9 +16,8 @@ import torch
 
 from zsris_rt.errors import ZsrisError
 
+from .choices import CLIP_FORMATS as FORMATS
 from .clip_model import ClipConfig, ClipModel
-
-FORMATS = ("auto", "openai", "hf", "open_clip")
 
 
 @dataclass

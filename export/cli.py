@@ -1,4 +1,7 @@
-"""`zsris-export`: checkpoints → model packs.
+"""`zsris-export`: checkpoints → model packs. This module only parses the command line and calls
+the pipeline it names, each a function of a typed config (clip_pack, sam_pack, demo_pack, engines,
+quantize, random_checkpoint); a pipeline is imported only when run, so `engines` and `quantize`
+never import PyTorch (a Jetson often has none).
 
     zsris-export clip CHECKPOINT --out PACK      CLIP (OpenAI .pt, HF folder, open_clip) → pack
     zsris-export sam CHECKPOINT --pack PACK     add a proposer (SAM .pth, HF SAM / SAM 2) to a pack
@@ -7,220 +10,30 @@
     zsris-export random-sam --out PATH          a random-weight SAM / SAM 2 to try things on
     zsris-export quantize PACK --calib IMAGES   int8 graphs for ONNX Runtime, beside the fp32 ones
     zsris-export engines PACK --precision P     TensorRT engines for `--backend trt`
-
-The last two need no PyTorch (command.py runs them without importing it).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
-import os
-import shutil
 import sys
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from zsris_rt import __version__
-from zsris_rt.errors import ZsrisError
-from zsris_rt.pack import (
-    PROPOSER_GRAPHS,
-    ClipSettings,
-    Manifest,
-    load_pack,
-    sha256_file,
-    write_manifest,
-)
+from zsris_rt.backends.engine_build import DEFAULT_MAX_MASKS, DEFAULT_WORKSPACE_MB
+from zsris_rt.commands.exit_codes import run_command
+from zsris_rt.pack import CLIP_GRAPHS, PROPOSER_GRAPHS
 from zsris_rt.progress import progress_printer
 from zsris_rt.text import DEFAULT_SPACY_MODEL
 
-from .checkpoints import FORMATS, load_clip
-from .clip_model import ClipModel
-from .command import TORCH_FREE, run_torch_free, torch_free_command
-from .demo_proposer import PROPOSER_STEPS
-from .local_bound import local_norm_bound
-from .random_checkpoint import GEOMETRIES, SAM_GEOMETRIES, random_sam, write_random_clip
-
-if TYPE_CHECKING:
-    from tokenizers import Tokenizer
-
-
-def _checkpoint_digest(path: Path) -> str:
-    """sha256 of a checkpoint file; for a folder, of its sorted "name sha256" listing."""
-    if not path.is_dir():
-        return sha256_file(path)
-    listing = "".join(f"{p.name} {sha256_file(p)}\n" for p in sorted(path.iterdir()) if p.is_file())
-    return hashlib.sha256(listing.encode()).hexdigest()
-
-
-def pack_tokenizer(path: str | None, vocab_size: int) -> Tokenizer:
-    """OpenAI's CLIP BPE, built offline; or the given `tokenizer.json` of a model trained with a
-    cut-down CLIP vocabulary (compact_vocab.py), checked against the token embedding."""
-    from tokenizers import Tokenizer
-
-    from .tokenizer_build import END, START, build_clip_tokenizer
-
-    if path is None:
-        if vocab_size != 49408:
-            raise ZsrisError(f"text vocabulary has {vocab_size} entries; the CLIP BPE tokenizer "
-                             "has 49408 (pass the model's own with --tokenizer)")
-        return build_clip_tokenizer()
-    try:
-        tokenizer = Tokenizer.from_file(path)
-    except Exception as exc:  # tokenizers raises its own Exception type for every failure
-        raise ZsrisError(f"cannot read tokenizer {path}: {str(exc).splitlines()[0]}") from None
-    size = tokenizer.get_vocab_size(with_added_tokens=True)
-    if size != vocab_size:
-        raise ZsrisError(f"tokenizer {path} has {size} tokens; the model's token embedding has "
-                         f"{vocab_size}")
-    for special in (START, END):
-        if tokenizer.token_to_id(special) is None:
-            raise ZsrisError(f"tokenizer {path} has no {special} token: not a CLIP BPE tokenizer")
-    return tokenizer
-
-
-def settings_for(model: ClipModel, args: argparse.Namespace, tokenizer: Tokenizer) -> ClipSettings:
-    from .tokenizer_build import END, START
-
-    cfg = model.config
-    return ClipSettings(
-        start_token=tokenizer.token_to_id(START), end_token=tokenizer.token_to_id(END),
-        image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.vision_width,
-        layers=cfg.vision_layers, heads=cfg.vision_heads, embed_dim=cfg.embed_dim,
-        context_length=cfg.context_length, vocab_size=cfg.vocab_size,
-        masked_blocks=args.masked_blocks, alpha=args.alpha, beta=args.beta,
-        spacy_model=args.spacy_model,
-    )
-
-
-def export_clip_pack(args: argparse.Namespace) -> Path:
-    import torch
-
-    from .onnx_clip import export_clip_graphs
-    from .onnx_graph import OPSET
-
-    say = progress_printer()
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")
-    say(f"load   {args.checkpoint}")
-    loaded = load_clip(args.checkpoint, args.format, args.activation,
-                       (args.vision_heads, args.text_heads))
-    model = loaded.model
-    cfg = model.config
-    say(f"model  {loaded.source_format} CLIP ViT: {cfg.vision_layers} layers × {cfg.vision_width},"
-        f" patch {cfg.patch_size} at {cfg.image_size}px, embed {cfg.embed_dim}, "
-        f"{cfg.activation}")
-    tokenizer = pack_tokenizer(args.tokenizer, cfg.vocab_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        graphs = export_clip_graphs(model, staging, args.masked_blocks, progress=say)
-        say(f"write  tokenizer.json (CLIP BPE, {cfg.vocab_size} tokens"
-            f"{', built offline' if args.tokenizer is None else ''})")
-        tokenizer.save(str(staging / "tokenizer.json"))
-        manifest = Manifest(
-            clip=dataclasses.replace(settings_for(model, args, tokenizer),
-                                     local_norm_bound=local_norm_bound(
-                                         staging / "clip_image.onnx")),
-            files={f: "" for g in graphs.values() for f in g["files"]} | {"tokenizer.json": ""},
-            graphs=graphs,
-            provenance={
-                "checkpoint": str(Path(args.checkpoint).name),
-                "checkpoint_sha256": _checkpoint_digest(Path(args.checkpoint)),
-                "checkpoint_format": loaded.source_format,
-                "activation": cfg.activation,
-                "exporter": f"zsris-rt {__version__}",
-                "torch": torch.__version__,
-                "opset": OPSET,
-            },
-        )
-        say("write  manifest.json (sha256 of every file)")
-        write_manifest(staging, manifest)
-        staging.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    say(f"done   {out}")
-    return out
-
-
-def export_sam_into_pack(args: argparse.Namespace) -> Path:
-    """Add (or with --force replace) the proposer graphs of an existing pack.
-
-    The CLIP part of the pack is verified first and left untouched; the new graphs are exported
-    and checked in a hidden staging folder inside the pack, moved in, and the manifest is
-    rewritten last, so an interrupted export leaves the old pack working.
-    """
-    import torch
-
-    from .onnx_graph import OPSET
-    from .onnx_sam import export_proposer_graphs, proposer_settings
-    from .sam_checkpoints import load_proposer
-
-    say = progress_printer()
-    root = Path(args.pack)
-    pack = load_pack(root, verify=True)
-    manifest = pack.manifest
-    if manifest.proposer is not None and not args.force:
-        raise ZsrisError(f"pack {root} already has a {manifest.proposer.family} proposer "
-                         "(use --force to replace it)")
-    say(f"load   {args.checkpoint}")
-    loaded = load_proposer(args.checkpoint, args.format)
-    settings = proposer_settings(loaded.model)
-    say(f"model  {loaded.fmt} {loaded.family.upper()} {loaded.geometry}: input "
-        f"{settings.input_size}px ({settings.resize}), low-res masks {settings.low_res_size}px")
-    staging = Path(tempfile.mkdtemp(prefix=".proposer.partial-", dir=root))
-    try:
-        graphs = export_proposer_graphs(loaded.model, staging, progress=say)
-        old = {f for name in PROPOSER_GRAPHS
-               for f in manifest.graphs.get(name, {}).get("files", [f"{name}.onnx"])}
-        new = [f for g in graphs.values() for f in g["files"]]
-        for name in new:
-            os.replace(staging / name, root / name)
-        for name in old - set(new):
-            (root / name).unlink(missing_ok=True)
-            manifest.files.pop(name, None)
-        manifest.proposer = settings
-        manifest.graphs.update(graphs)
-        manifest.files.update({name: "" for name in new})
-        manifest.provenance["proposer"] = {
-            "checkpoint": Path(args.checkpoint).name,
-            "checkpoint_sha256": _checkpoint_digest(Path(args.checkpoint)),
-            "checkpoint_format": loaded.fmt,
-            "geometry": loaded.geometry,
-            "exporter": f"zsris-rt {__version__}",
-            "torch": torch.__version__,
-            "opset": OPSET,
-        }
-        say("write  manifest.json (sha256 of every file)")
-        write_manifest(root, manifest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    say(f"done   {root}")
-    return root
-
-
-def write_random_proposer(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    model = random_sam(args.family, args.geometry, args.seed)
-    if args.format == "sam":
-        from .sam_checkpoints import save_original_sam
-
-        if args.family != "sam":
-            raise ZsrisError("--format sam writes segment-anything's layout, which only SAM has; "
-                             "use --format hf for SAM 2")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_original_sam(model, out)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(out))
-    print(f"wrote random {args.family} {args.geometry} ({args.format}) to {out}", file=sys.stderr)
+from .choices import (
+    CLIP_FORMATS,
+    CLIP_STEPS,
+    GEOMETRIES,
+    PROPOSER_STEPS,
+    SAM_FORMATS,
+    SAM_GEOMETRIES,
+)
+from .quantize import DEFAULT_GRAPHS, METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("checkpoint", help="OpenAI .pt (TorchScript or state dict), Hugging Face "
                                          "CLIPModel folder, or open_clip state dict")
     clip.add_argument("--out", required=True, help="pack folder to write")
-    clip.add_argument("--format", choices=FORMATS, default="auto",
+    clip.add_argument("--format", choices=CLIP_FORMATS, default="auto",
                       help="checkpoint format (default: detect)")
     clip.add_argument("--activation", choices=("quick_gelu", "gelu"),
                       help="MLP activation; default quick_gelu for OpenAI, gelu for open_clip, "
@@ -265,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     sam.add_argument("checkpoint", help="segment-anything .pth (ViT-B/L/H), or a Hugging Face "
                                         "SamModel / Sam2Model folder (e.g. SAM 2.1 Hiera-tiny)")
     sam.add_argument("--pack", required=True, help="pack folder to add the proposer to")
-    sam.add_argument("--format", choices=("auto", "sam", "hf"), default="auto",
+    sam.add_argument("--format", choices=SAM_FORMATS, default="auto",
                      help="checkpoint format (default: a file is segment-anything's, a folder "
                           "Hugging Face's)")
     sam.add_argument("--force", action="store_true", help="replace the pack's proposer")
@@ -291,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "at the default steps on one thread; same seed and threads, same weights.")
     demo.add_argument("--out", required=True, help="pack folder to write (e.g. engines/demo)")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--clip-steps", type=int, default=4000, help="CLIP training steps (8 "
-                      "scenes each; default 4000)")
+    demo.add_argument("--clip-steps", type=int, default=CLIP_STEPS, help=f"CLIP training steps (8 "
+                      f"scenes each; default {CLIP_STEPS})")
     demo.add_argument("--proposer-steps", type=int, default=PROPOSER_STEPS,
                       help=f"proposer training steps (4 scenes × 16 prompts each; default "
                            f"{PROPOSER_STEPS})")
@@ -308,41 +121,152 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--out", required=True, help="folder to write")
     rnd.add_argument("--geometry", choices=sorted(GEOMETRIES), default="tiny")
     rnd.add_argument("--seed", type=int, default=0)
-    for name in TORCH_FREE:
-        torch_free_command(name).add_parser(sub)
+    _add_engines(sub)
+    _add_quantize(sub)
     return parser
+
+
+def _add_engines(sub: argparse._SubParsersAction) -> None:
+    engines = sub.add_parser(
+        "engines", help="build the pack's TensorRT engines for this GPU",
+        description="Build a TensorRT engine for each graph of a verified pack, for this GPU and "
+                    "TensorRT version, into the engine cache ($ZSRIS_ENGINE_CACHE, else "
+                    "~/.cache/zsris-rt/engines). Each engine has an optimisation profile over "
+                    "every dynamic axis (up to --max-masks masks per call; more are run in "
+                    "chunks). Cached engines are reused unless --force. Then run "
+                    "`zsris-rt ... --backend trt --precision P`.")
+    engines.add_argument("pack", help="pack folder (verified first)")
+    engines.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
+                         help="fp32; fp16 (LayerNorm, softmax and the end-token gather stay "
+                              "fp32); int8 (needs --calib) (default fp32)")
+    engines.add_argument("--max-masks", type=int, default=DEFAULT_MAX_MASKS,
+                         help=f"most masks per engine call (default {DEFAULT_MAX_MASKS})")
+    engines.add_argument("--calib", nargs="+", metavar="IMAGES",
+                         help="int8 calibration images: files, folders or glob patterns")
+    engines.add_argument("--per-graph", type=int, default=64,
+                         help="int8: calibration inputs per graph (default 64)")
+    engines.add_argument("--cache-dir", help="engine cache folder (default: $ZSRIS_ENGINE_CACHE, "
+                                             "else ~/.cache/zsris-rt/engines)")
+    engines.add_argument("--workspace-mb", type=int, default=DEFAULT_WORKSPACE_MB,
+                         help=f"TensorRT builder workspace in MiB (default "
+                              f"{DEFAULT_WORKSPACE_MB})")
+    engines.add_argument("--graphs", nargs="+", metavar="G", choices=CLIP_GRAPHS + PROPOSER_GRAPHS,
+                         help="graphs to build (default: all of the pack's)")
+    engines.add_argument("--force", action="store_true",
+                         help="rebuild engines that are already cached")
+
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    quant = sub.add_parser(
+        "quantize", help="add int8 graphs (ONNX Runtime CPU) to a pack",
+        description="Quantise graphs of a verified pack to int8 for ONNX Runtime CPU, calibrated "
+                    "on the given images; writes <graph>.int8.onnx beside each graph and records "
+                    "the variant (method, calibration, cosine vs fp32) in the manifest. Run with "
+                    "`zsris-rt ... --precision int8`.")
+    quant.add_argument("pack", help="pack folder (verified first)")
+    quant.add_argument("--calib", nargs="+", required=True, metavar="IMAGES",
+                       help="calibration images: files, folders or glob patterns (a few dozen "
+                            "images like the ones the pack will see)")
+    quant.add_argument("--graphs", nargs="+", metavar="G",
+                       help=f"graphs to quantise (default: {' '.join(DEFAULT_GRAPHS)})")
+    quant.add_argument("--method", choices=METHODS, default="static",
+                       help="static: calibrated QDQ, dynamic kept where that matches fp32 "
+                            "better; dynamic: dynamic only (default static)")
+    quant.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                       help="per-output-channel weight scales (default on)")
+    quant.add_argument("--per-graph", type=int, default=64,
+                       help="calibration entries per graph (default 64)")
+    quant.add_argument("--threads", type=int, default=1,
+                       help="ONNX Runtime threads for calibration (default 1)")
+    quant.add_argument("--force", action="store_true", help="replace existing int8 variants")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress lines say what is happening
+
+
+def _clip(args: argparse.Namespace) -> int:
+    from .clip_pack import ClipExportConfig, export_clip_pack
+
+    _quiet_transformers()
+    export_clip_pack(ClipExportConfig(
+        checkpoint=Path(args.checkpoint), out=Path(args.out), format=args.format,
+        activation=args.activation, vision_heads=args.vision_heads, text_heads=args.text_heads,
+        masked_blocks=args.masked_blocks, alpha=args.alpha, beta=args.beta,
+        spacy_model=args.spacy_model, tokenizer=Path(args.tokenizer) if args.tokenizer else None,
+        force=args.force))
+    return 0
+
+
+def _sam(args: argparse.Namespace) -> int:
+    from .sam_pack import SamExportConfig, export_sam_into_pack
+
+    _quiet_transformers()
+    export_sam_into_pack(SamExportConfig(checkpoint=Path(args.checkpoint), pack=Path(args.pack),
+                                         format=args.format, force=args.force))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo_pack import DemoConfig, build_demo_pack
+
+    _quiet_transformers()
+    build_demo_pack(DemoConfig(out=Path(args.out), seed=args.seed, clip_steps=args.clip_steps,
+                               proposer_steps=args.proposer_steps, threads=args.threads,
+                               work=Path(args.work) if args.work else None, force=args.force))
+    return 0
+
+
+def _random_clip(args: argparse.Namespace) -> int:
+    from .random_checkpoint import write_random_clip
+
+    write_random_clip(Path(args.out), args.geometry, args.seed)
+    print(f"wrote random {args.geometry} CLIP to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _random_sam(args: argparse.Namespace) -> int:
+    from .random_checkpoint import write_random_proposer
+
+    write_random_proposer(Path(args.out), args.family, args.geometry, args.format, args.seed)
+    print(f"wrote random {args.family} {args.geometry} ({args.format}) to {args.out}",
+          file=sys.stderr)
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from .quantize import quantize_pack
+
+    say = progress_printer()
+    entries = quantize_pack(args.pack, args.calib, args.graphs, args.method, args.per_channel,
+                            args.force, args.threads, args.per_graph, say)
+    say(f"done   {args.pack}: int8 {', '.join(entries)}")
+    return 0
+
+
+def _engines(args: argparse.Namespace) -> int:
+    from .engines import EnginesConfig, build_engines
+
+    plans = build_engines(EnginesConfig(
+        pack=Path(args.pack), precision=args.precision, max_masks=args.max_masks,
+        calib=tuple(args.calib or ()), per_graph=args.per_graph,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        workspace_mb=args.workspace_mb, graphs=tuple(args.graphs or ()), force=args.force))
+    for plan in plans:
+        print(plan)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "clip": _clip, "sam": _sam, "demo": _demo, "random-clip": _random_clip,
+    "random-sam": _random_sam, "quantize": _quantize, "engines": _engines}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in TORCH_FREE:
-        return run_torch_free(args)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own progress lines say what is happening
-    try:
-        if args.command == "clip":
-            export_clip_pack(args)
-        elif args.command == "sam":
-            export_sam_into_pack(args)
-        elif args.command == "demo":
-            from .demo_pack import build_demo_pack
-
-            build_demo_pack(args)
-        elif args.command == "random-sam":
-            if args.geometry not in SAM_GEOMETRIES[args.family]:
-                raise ZsrisError(f"{args.family} has no geometry {args.geometry!r}; choose from "
-                                 + ", ".join(SAM_GEOMETRIES[args.family]))
-            write_random_proposer(args)
-        else:
-            write_random_clip(Path(args.out), args.geometry, args.seed)
-            print(f"wrote random {args.geometry} CLIP to {args.out}", file=sys.stderr)
-    except ZsrisError as exc:
-        print(f"zsris-export: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return run_command(f"zsris-export {args.command}", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

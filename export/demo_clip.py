@@ -22,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from zsris_rt.bilinear import resize_bilinear
 from zsris_rt.image import normalise
 from zsris_rt.maskops import mask_grid, masked_crops, tight_boxes
-from zsris_rt.resize import resize_bilinear
 from zsris_rt.synthetic_refer import (
     COLOURS,
     KINDS,
@@ -40,6 +40,7 @@ from zsris_rt.synthetic_refer import (
     shortest_name,
 )
 
+from .choices import CLIP_STEPS
 from .clip_model import ClipConfig, ClipModel, random_init_
 from .compact_vocab import compact_clip_tokenizer
 from .reference import IMAGENET_MEAN, IMAGENET_STD
@@ -198,7 +199,7 @@ def multi_positive_loss(logits: torch.Tensor, positives: torch.Tensor,
     return 0.5 * (views.mean() + texts.mean())
 
 
-def train_clip(out: Path, steps: int = 4000, seed: int = 0, scenes_per_step: int = 8,
+def train_clip(out: Path, steps: int = CLIP_STEPS, seed: int = 0, scenes_per_step: int = 8,
                lr: float = 1e-3, threads: int = 1,
                progress: Callable[[str], None] | None = None) -> dict:
     """Train, then write `out/clip.pt` (OpenAI-layout state dict) and `out/tokenizer.json` for

@@ -8,20 +8,18 @@ provenance records the training runs, so the pack says how it was made.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import GeneratorDefaults, load_pack, write_manifest
 from zsris_rt.text import DEFAULT_SPACY_MODEL
 
-from .demo_clip import train_clip
-from .demo_proposer import train_proposer
+from .choices import CLIP_STEPS, PROPOSER_STEPS
 
 # α of this CLIP: chosen among 0.1–0.95 on the testA split of `zsris-rt synth --seed 2026
 # --images 240` with oracle masks (0.5: mIoU 80.9; the paper's 0.95, tuned for OpenAI's CLIP:
@@ -34,6 +32,19 @@ DEMO_ALPHA = 0.5
 # cost 3× the time for no gain.
 DEMO_GENERATOR = GeneratorDefaults(points_per_side=16, pred_iou_thresh=0.6,
                                    stability_score_thresh=0.7)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything `build_demo_pack` needs; the same seed and threads give the same weights."""
+
+    out: Path  # pack folder to write
+    seed: int = 0
+    clip_steps: int = CLIP_STEPS
+    proposer_steps: int = PROPOSER_STEPS
+    threads: int = 1  # torch threads: the weights depend on it
+    work: Path | None = None  # keep the trained checkpoints here (and reuse them)
+    force: bool = False  # replace an existing pack folder
 
 
 def _trained(folder: Path, wanted: dict, say: Callable[[str], None],
@@ -51,48 +62,51 @@ def _trained(folder: Path, wanted: dict, say: Callable[[str], None],
     return facts
 
 
-def build_demo_pack(args: argparse.Namespace) -> Path:
-    """Train both models (in `args.work` when given, else a temporary folder), export them into
-    a staging folder beside `args.out`, record the training, then move the pack into place."""
+def build_demo_pack(config: DemoConfig) -> Path:
+    """Train both models (in `config.work` when given, else a temporary folder), export them into
+    a staging folder beside `config.out`, record the training, then move the pack into place."""
     import torch
 
     from zsris_rt.progress import progress_printer
 
-    from .cli import export_clip_pack, export_sam_into_pack
+    from .clip_pack import ClipExportConfig, export_clip_pack
+    from .demo_clip import train_clip
+    from .demo_proposer import train_proposer
+    from .sam_pack import SamExportConfig, export_sam_into_pack
 
     say = progress_printer()
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.force:
+    out = config.out
+    if out.exists() and any(out.iterdir()) and not config.force:
         raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")
-    if min(args.clip_steps, args.proposer_steps, args.threads) < 1:
+    if min(config.clip_steps, config.proposer_steps, config.threads) < 1:
         raise ZsrisError("--clip-steps, --proposer-steps and --threads must be at least 1")
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="zsris-demo-"))
+    work = config.work or Path(tempfile.mkdtemp(prefix="zsris-demo-"))
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        say(f"train  CLIP, {args.clip_steps} steps (seed {args.seed}, {args.threads} thread(s))")
-        clip = _trained(work / "clip", {"steps": args.clip_steps, "seed": args.seed,
-                                        "threads": args.threads}, say,
-                        lambda: train_clip(work / "clip", steps=args.clip_steps, seed=args.seed,
-                                           threads=args.threads, progress=say))
-        say(f"train  proposer, {args.proposer_steps} steps")
-        proposer = _trained(work / "proposer", {"steps": args.proposer_steps, "seed": args.seed,
-                                                "threads": args.threads}, say,
-                            lambda: train_proposer(work / "proposer", args.proposer_steps,
-                                                   seed=args.seed, threads=args.threads,
+        say(f"train  CLIP, {config.clip_steps} steps (seed {config.seed}, "
+            f"{config.threads} thread(s))")
+        clip = _trained(work / "clip", {"steps": config.clip_steps, "seed": config.seed,
+                                        "threads": config.threads}, say,
+                        lambda: train_clip(work / "clip", steps=config.clip_steps, seed=config.seed,
+                                           threads=config.threads, progress=say))
+        say(f"train  proposer, {config.proposer_steps} steps")
+        proposer = _trained(work / "proposer", {"steps": config.proposer_steps, "seed": config.seed,
+                                                "threads": config.threads}, say,
+                            lambda: train_proposer(work / "proposer", config.proposer_steps,
+                                                   seed=config.seed, threads=config.threads,
                                                    progress=say))
-        export_clip_pack(argparse.Namespace(
-            checkpoint=str(work / "clip" / "clip.pt"), out=str(staging), format="openai",
-            activation=None, vision_heads=None, text_heads=None, masked_blocks=3, alpha=DEMO_ALPHA,
-            beta=0.5, spacy_model=DEFAULT_SPACY_MODEL,
-            tokenizer=str(work / "clip" / "tokenizer.json"), force=True))
-        export_sam_into_pack(argparse.Namespace(checkpoint=str(work / "proposer"),
-                                                pack=str(staging), format="hf", force=False))
+        export_clip_pack(ClipExportConfig(
+            checkpoint=work / "clip" / "clip.pt", out=staging, format="openai",
+            alpha=DEMO_ALPHA, spacy_model=DEFAULT_SPACY_MODEL,
+            tokenizer=work / "clip" / "tokenizer.json", force=True))
+        export_sam_into_pack(SamExportConfig(checkpoint=work / "proposer", pack=staging,
+                                             format="hf"))
         manifest = load_pack(staging).manifest
         assert manifest.proposer is not None
         manifest.proposer = replace(manifest.proposer, generator=DEMO_GENERATOR)
         manifest.provenance["training"] = {
-            "command": "zsris-export demo", "seed": args.seed, "threads": args.threads,
+            "command": "zsris-export demo", "seed": config.seed, "threads": config.threads,
             "torch": torch.__version__, "clip": clip, "proposer": proposer}
         write_manifest(staging, manifest)
         if out.exists():
@@ -100,7 +114,7 @@ def build_demo_pack(args: argparse.Namespace) -> Path:
         staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if not args.work:
+        if not config.work:
             shutil.rmtree(work, ignore_errors=True)
     say(f"done   {out}")
     return out

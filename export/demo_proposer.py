@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zsris_rt.input_frame import InputFrame, prepare_input
 from zsris_rt.pack import ProposerSettings
+from zsris_rt.proposer.input_frame import InputFrame, prepare_input
 from zsris_rt.synthetic_refer import draw_scene
 
+from .choices import PROPOSER_STEPS
 from .onnx_sam import proposer_settings
 from .reproducible import reproducible
 
@@ -37,7 +38,6 @@ DEMO_GEOMETRY: dict[str, dict] = dict(
     mask_decoder_config=dict(hidden_size=64, mlp_dim=128, num_attention_heads=4,
                              iou_head_hidden_dim=64),
 )
-PROPOSER_STEPS = 4000  # about 19 minutes on one thread (1700: full-pipeline mIoU 50.5, not 53.8)
 PROMPTS_PER_SCENE = 16
 BACKGROUND_PROMPTS = 0.2  # share of prompts on the background, whose target is the background
 POSITIONAL_SCALE = 1.0  # std of the prompt/image positional encoding's random frequencies

@@ -25,7 +25,6 @@ end, and the manifest is rewritten last; on any failure the pack is left as it w
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import tempfile
@@ -255,42 +254,4 @@ def quantize_pack(pack_root: str | os.PathLike[str], calib: Sequence[str | os.Pa
     return entries
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """The `quantize` subcommand of `zsris-export`."""
-    quant = subparsers.add_parser(
-        "quantize", help="add int8 graphs (ONNX Runtime CPU) to a pack",
-        description="Quantise graphs of a verified pack to int8 for ONNX Runtime CPU, calibrated "
-                    "on the given images; writes <graph>.int8.onnx beside each graph and records "
-                    "the variant (method, calibration, cosine vs fp32) in the manifest. Run with "
-                    "`zsris-rt ... --precision int8`.")
-    quant.add_argument("pack", help="pack folder (verified first)")
-    quant.add_argument("--calib", nargs="+", required=True, metavar="IMAGES",
-                       help="calibration images: files, folders or glob patterns (a few dozen "
-                            "images like the ones the pack will see)")
-    quant.add_argument("--graphs", nargs="+", metavar="G",
-                       help=f"graphs to quantise (default: {' '.join(DEFAULT_GRAPHS)})")
-    quant.add_argument("--method", choices=METHODS, default="static",
-                       help="static: calibrated QDQ, dynamic kept where that matches fp32 "
-                            "better; dynamic: dynamic only (default static)")
-    quant.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
-                       help="per-output-channel weight scales (default on)")
-    quant.add_argument("--per-graph", type=int, default=64,
-                       help="calibration entries per graph (default 64)")
-    quant.add_argument("--threads", type=int, default=1,
-                       help="ONNX Runtime threads for calibration (default 1)")
-    quant.add_argument("--force", action="store_true", help="replace existing int8 variants")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `zsris-export quantize`; a ZsrisError is left to the caller's one-line report."""
-    from zsris_rt.progress import progress_printer
-
-    say = progress_printer()
-    entries = quantize_pack(args.pack, args.calib, args.graphs, args.method, args.per_channel,
-                            args.force, args.threads, args.per_graph, say)
-    say(f"done   {args.pack}: int8 {', '.join(entries)}")
-    return 0
-
-
-__all__ = ["DEFAULT_GRAPHS", "add_parser", "output_cosine", "quantise_file", "quantize_pack",
-           "run"]
+__all__ = ["DEFAULT_GRAPHS", "METHODS", "output_cosine", "quantise_file", "quantize_pack"]

@@ -18,12 +18,12 @@ import torch
 from zsris_rt.errors import ZsrisError
 
 from .checkpoints import checked_path
-from .random_checkpoint import SAM_GEOMETRIES
+from .choices import SAM_FORMATS, SAM_GEOMETRIES
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, SamConfig, SamModel
 
-FORMATS = ("auto", "sam", "hf")
+
 FAMILIES = ("sam", "sam2")
 
 # Buffers some original checkpoints carry; the preprocessing lives outside the model here.
@@ -297,7 +297,7 @@ def _unwrap(state: object) -> dict[str, torch.Tensor]:
 def load_proposer(path: str | Path, fmt: str = "auto") -> LoadedProposer:
     """Load a SAM / SAM 2 proposer: "sam" is an original segment-anything `.pth`, "hf" a Hugging
     Face folder; "auto" picks hf for a folder and sam for a file."""
-    path = checked_path(path, fmt, FORMATS)
+    path = checked_path(path, fmt, SAM_FORMATS)
     if fmt == "auto":
         fmt = "hf" if path.is_dir() else "sam"
     try:

@@ -5,9 +5,21 @@ from .pack import ClipSettings, Pack, load_pack
 from .results import Result, Scene
 from .segmenter import Segmenter
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """pyproject.toml's version, as installed; a bare source tree has none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("zsris-rt")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 __all__ = [
+    "__version__",
     "ClipSettings",
     "ImageError",
     "MaskError",

@@ -1,4 +1,4 @@
-"""Images in: decode, validate, normalise (SPEC.md §1)."""
+"""Images in and out: decode, validate, normalise (SPEC.md §1); PNG bytes of a mask or picture."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import ImageError
+from .errors import ImageError, ZsrisError
 
 # Beyond this the K×H×W masks alone cost gigabytes; refuse with a clear message instead.
 MAX_PIXELS = 64_000_000
@@ -60,3 +60,23 @@ def normalise(image: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]
     m = np.asarray(mean, dtype=np.float32).reshape(3, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(3, 1, 1)
     return (x - m) / s
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of an H×W×3 uint8 RGB image, or of an H×W mask written as 0/255 single channel.
+
+    An H×W uint8 array counts as a mask (non-zero is 255), so 0/1 masks give a visible PNG.
+    """
+    array = np.asarray(array)
+    if array.ndim == 2 and (array.dtype == np.bool_ or array.dtype == np.uint8):
+        pixels = np.where(array != 0, np.uint8(255), np.uint8(0))
+    elif array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
+        pixels = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_RGB2BGR)
+    else:
+        raise ValueError(
+            f"encode_png needs H×W×3 uint8 or H×W bool/uint8, got {array.dtype} {array.shape}"
+        )
+    ok, buf = cv2.imencode(".png", pixels)
+    if not ok:
+        raise ZsrisError(f"could not encode a {array.shape} array as PNG")
+    return buf.tobytes()

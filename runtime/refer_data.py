@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MaskError, ZsrisError
-from .masks import decode_rles, segmentation_rle
+from .mask_io import decode_rles, segmentation_rle
 
 REFS_FILES = {"refcoco": "refs(unc).p", "refcoco+": "refs(unc).p", "refcocog": "refs(umd).p"}
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .geometry import MaskGeometry, mask_geometry
 from .local_features import LocalFeatures
 
 
@@ -91,3 +92,8 @@ class Result:
     @property
     def score(self) -> float:
         return float(self.scores[self.index])
+
+    @property
+    def geometry(self) -> MaskGeometry:
+        """Area, centroid, principal-axis angle and box of the chosen mask, for a grasp planner."""
+        return mask_geometry(self.mask)

@@ -20,17 +20,17 @@ from types import EllipsisType
 import numpy as np
 
 from .backends import Backend, create_backend
+from .bilinear import resize_bilinear
 from .errors import MaskError, NoMaskError, ZsrisError
 from .image import as_rgb, normalise
 from .local_features import LocalFeatures
 from .local_pruning import choose, validate_local_bound, validate_local_top
 from .maskops import mask_grid, masked_crops, tight_boxes
-from .masks import validate_masks
+from .mask_io import validate_masks
 from .pack import CLIP_GRAPHS, ClipSettings, Pack, default_pack, load_pack
 from .proposer import ImageEmbedding, Proposer
-from .proposer_modes import ProposerMode
-from .proposer_modes import proposer_mode as proposer_mode_of
-from .resize import resize_bilinear
+from .proposer.modes import ProposerMode
+from .proposer.modes import proposer_mode as proposer_mode_of
 from .results import Proposals, Result, Scene
 from .text import ExpressionParser, Phrases
 from .tokenizer import ClipTokenizer

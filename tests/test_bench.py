@@ -14,11 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from zsris_rt.bench.command import fast_prompt_share
 from zsris_rt.bench.flops import count_pack_flops, graph_flops
 from zsris_rt.bench.report import render, write_plot
+from zsris_rt.bench.runner import fast_prompt_share
 from zsris_rt.bench.stats import percentile
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 from zsris_rt.export.bench_workers import StageClock
 
 RUNTIME_STAGES = {"decode", "preprocess", "trunk", "mask_grid", "masked_head", "crops",

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import random_scene
 from zsris_rt import Segmenter
+from zsris_rt.agreement import Query, compare_graphs, compare_queries
 from zsris_rt.backends import Backend, create_backend
-from zsris_rt.check import Query, compare_graphs, compare_queries
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 from zsris_rt.pack import GeneratorDefaults, load_pack
 
 TEXTS = ["the red mug", "a dog on the left", "the biggest thing"]
@@ -104,7 +104,7 @@ def test_bad_input_is_one_line(capsys, pack_dir, images):
 
 
 def test_matched_masks_counts_overlaps_at_the_threshold():
-    from zsris_rt.check import matched_masks
+    from zsris_rt.agreement import matched_masks
 
     a = np.zeros((3, 10, 10), dtype=bool)
     a[0, :5], a[1, 5:], a[2, :, :1] = True, True, True
@@ -119,7 +119,7 @@ def test_matched_masks_counts_overlaps_at_the_threshold():
 def test_proposer_mode_is_compared_with_exact(proposer_packs):
     """Fast against exact on the same pack: the report's recall and prompts are recounted here
     from each side's own proposals."""
-    from zsris_rt.check import MATCH_IOU
+    from zsris_rt.agreement import MATCH_IOU
 
     pack = proposer_packs["sam2"]
     options = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import random_scene
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_console_script_runs_without_torch(pack_dir, scene_files, tmp_path):
     probe = (
         "import sys, runpy\n"
         "sys.argv = ['zsris-rt', *sys.argv[1:]]\n"
-        "from zsris_rt.cli import main\n"
+        "from zsris_rt.commands.main import main\n"
         "code = main()\n"
         "assert 'torch' not in sys.modules, 'the runtime imported torch'\n"
         "sys.exit(code)\n"

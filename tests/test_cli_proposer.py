@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import random_scene
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 
 LOOSE = ["--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--box-nms-thresh", "1",
          "--points-per-side", "4"]
@@ -100,7 +100,7 @@ def test_console_script_without_masks_runs_without_torch(proposer_packs, image_f
     probe = (
         "import sys\n"
         "sys.argv = ['zsris-rt', *sys.argv[1:]]\n"
-        "from zsris_rt.cli import main\n"
+        "from zsris_rt.commands.main import main\n"
         "code = main()\n"
         "assert 'torch' not in sys.modules, 'the runtime imported torch'\n"
         "sys.exit(code)\n"

@@ -121,7 +121,7 @@ def test_default_pack_order(monkeypatch, tmp_path: Path, compact_pack: Path):
 
 def test_cli_without_a_pack_says_so_in_one_line(monkeypatch, tmp_path: Path, capsys):
     from zsris_rt import pack
-    from zsris_rt.cli import main
+    from zsris_rt.commands.main import main
 
     monkeypatch.setattr(pack, "DEMO_PACK", tmp_path / "nowhere")
     monkeypatch.chdir(tmp_path)

@@ -65,7 +65,7 @@ def test_example_scenes(demo_segmenter):
 
 
 def test_full_pipeline_miou_on_held_out_scenes(tmp_path):
-    from zsris_rt.evaluation import main as eval_main
+    from zsris_rt.commands.eval import main as eval_main
     from zsris_rt.synthetic_refer import write_synthetic_refer
 
     data = write_synthetic_refer(tmp_path / "synth", "refcoco", images=80, seed=77).parent
@@ -84,7 +84,7 @@ def test_readme_main_command_picks_the_named_object(tmp_path, capsys, monkeypatc
     import re
     import shlex
 
-    from zsris_rt.cli import main
+    from zsris_rt.commands.main import main
 
     block = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[0]
     command = shlex.split(block.split("&&")[-1])

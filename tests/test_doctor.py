@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from zsris_rt import doctor, maskops
-from zsris_rt.cli import main as cli_main
+from zsris_rt import diagnosis, maskops
+from zsris_rt.commands.main import main as cli_main
 
 
 def run_doctor(capsys, *args: str) -> tuple[int, str]:
@@ -50,8 +50,8 @@ def test_without_pack_the_default_pack_is_checked(capsys, monkeypatch, tmp_path)
 
 def test_forced_numpy_mask_ops_are_reported():
     env = dict(os.environ, ZSRIS_MASKOPS="numpy")
-    done = subprocess.run([sys.executable, "-m", "zsris_rt.cli", "doctor", "--json"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-m", "zsris_rt.commands", "doctor", "--json"],
+                          env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     implementation = json.loads(done.stdout)["maskops"]["implementation"]
     assert implementation == "numpy (forced by ZSRIS_MASKOPS=numpy)"
@@ -72,10 +72,10 @@ def test_altered_pack_is_a_problem(capsys, pack_dir, tmp_path):
 
 
 def test_missing_package_is_a_problem(monkeypatch):
-    real = doctor._version
-    monkeypatch.setattr(doctor, "_version", lambda name: None if name == "pycocotools"
+    real = diagnosis._version
+    monkeypatch.setattr(diagnosis, "_version", lambda name: None if name == "pycocotools"
                         else real(name))
-    report = doctor.diagnose()
+    report = diagnosis.diagnose()
     assert report["packages"]["pycocotools"] is None
     assert report["problems"] == ["package pycocotools is not installed"]
 

@@ -23,7 +23,7 @@ from pycocotools import mask as coco_mask
 from refer_truth import Truth, decode, load_truth
 
 from zsris_rt import Result, Segmenter
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 from zsris_rt.errors import NoMaskError
 from zsris_rt.progress import Progress, progress_printer
 from zsris_rt.refer_data import ReferDataset, load_refs

@@ -19,7 +19,7 @@ DEMO = Path(__file__).resolve().parent.parent / "engines" / "demo"
     (["quantize", str(DEMO / "nowhere"), "--calib", str(DEMO)], "nowhere"),
 ])
 def test_torch_free_commands_never_import_torch(argv, message):
-    code = ("import sys; from zsris_rt.export.command import main; "
+    code = ("import sys; from zsris_rt.export.cli import main; "
             f"code = main({argv!r}); print(code, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from conftest import native_maskops
 from zsris_rt import maskops
 from zsris_rt.errors import MaskError
-from zsris_rt.mask_boxes import tight_boxes as numpy_tight_boxes
+from zsris_rt.maskops.boxes import tight_boxes as numpy_tight_boxes
 
 native = native_maskops()
 

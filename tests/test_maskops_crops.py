@@ -13,10 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zsris_rt import maskops
-from zsris_rt.crop_batcher import masked_crops as numpy_masked_crops
 from zsris_rt.errors import MaskError
-from zsris_rt.mask_boxes import tight_boxes
-from zsris_rt.mask_grid import mask_grid as numpy_mask_grid
+from zsris_rt.maskops.boxes import tight_boxes
+from zsris_rt.maskops.crops import mask_grid as numpy_mask_grid
+from zsris_rt.maskops.crops import masked_crops as numpy_masked_crops
 
 # torch sums the four taps in another order than the twins' two lerps: a few float32 ulps apart
 # on the unit-scale values of a normalised image.

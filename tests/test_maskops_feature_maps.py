@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conftest import native_or_twin
 from zsris_rt import maskops
 from zsris_rt.errors import MaskError
-from zsris_rt.masked_feature_maps import masked_feature_maps as twin
+from zsris_rt.maskops.feature_maps import masked_feature_maps as twin
 
 FeatureMapsOp = Callable[[np.ndarray, np.ndarray], np.ndarray]
 # torch sums the squares in another order (and precision): a few float32 ulps apart.

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import native_or_twin, varied_masks
-from zsris_rt import mask_iou as twin
+from zsris_rt.maskops import iou as twin
 from zsris_rt import maskops
 from zsris_rt.errors import MaskError
 

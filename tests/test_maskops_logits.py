@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zsris_rt.input_frame import InputFrame
-from zsris_rt.logit_upsample import binary_masks, mask_statistics, upsample_logits
+from zsris_rt.maskops.logits import logit_masks, logit_statistics, upsample_logits
 from zsris_rt.pack import ProposerSettings
+from zsris_rt.proposer.input_frame import InputFrame
 
 TOL = 1e-5
 LOGIT_MAX = 32.0
@@ -87,7 +87,7 @@ def check(native: ModuleType, logits: np.ndarray, maps: Maps, threshold: float, 
     full = references[0]
     clear = ~np.any(near(full, threshold) | near(full, threshold + offset)
                     | near(full, threshold - offset), axis=(1, 2))
-    twin = mask_statistics(logits, maps, threshold, offset)
+    twin = logit_statistics(logits, maps, threshold, offset)
     for got, want in zip((stability, boxes, area), twin, strict=True):
         np.testing.assert_array_equal(got[clear], want[clear])
 
@@ -134,7 +134,7 @@ def test_numpy_twin_agrees_with_torch() -> None:
         logits = random_logits(np.random.default_rng(3), 5, 16, 10.0)
         full, want = upsample_logits(logits, maps), torch_upsample(logits, where)
         np.testing.assert_allclose(full, want, rtol=TOL, atol=TOL)
-        differ = binary_masks(logits, maps, 0.0) != (want > 0)
+        differ = logit_masks(logits, maps, 0.0) != (want > 0)
         assert not (differ & ~near(want, 0.0)).any()
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import native_maskops, native_or_twin, varied_masks
 from zsris_rt import maskops
-from zsris_rt import rle as twin
+from zsris_rt.maskops import rle as twin
 from zsris_rt.errors import MaskError
 
 EncodeOp = Callable[[np.ndarray], list[bytes]]

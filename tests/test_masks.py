@@ -10,13 +10,13 @@ import pytest
 from pycocotools import mask as coco_mask
 
 from zsris_rt.errors import MaskError
-from zsris_rt.maskops import tight_boxes
-from zsris_rt.masks import (
+from zsris_rt.mask_io import (
+    from_coco_rle,
     load_masks,
-    rle_decode,
-    rle_encode,
+    to_coco_rle,
     validate_masks,
 )
+from zsris_rt.maskops import tight_boxes
 
 H, W = 12, 17
 
@@ -135,26 +135,26 @@ def test_tight_boxes_degenerate() -> None:
 
 def test_rle_encode_matches_pycocotools_and_is_json_ready() -> None:
     for mask in random_masks(5, seed=2):
-        rle = rle_encode(mask)
+        rle = to_coco_rle(mask)
         assert rle["size"] == [H, W] and isinstance(rle["counts"], str)
         json.dumps(rle)
         reference = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
         assert rle["counts"].encode() == reference["counts"]
         assert np.array_equal(coco_mask.decode(reference).astype(bool), mask)
-        assert np.array_equal(rle_decode(rle), mask)
+        assert np.array_equal(from_coco_rle(rle), mask)
 
 
 def test_rle_follows_coco_column_order() -> None:
     mask = np.zeros((3, 4), bool)
     mask[0, 1:] = True  # first row: column-major runs differ from row-major ones
     assert uncompressed_rle(mask)["counts"] == [3, 1, 2, 1, 2, 1, 2]
-    assert np.array_equal(rle_decode(uncompressed_rle(mask)), mask)
-    assert np.array_equal(rle_decode(rle_encode(mask)), mask)
+    assert np.array_equal(from_coco_rle(uncompressed_rle(mask)), mask)
+    assert np.array_equal(from_coco_rle(to_coco_rle(mask)), mask)
 
 
 def test_rle_decode_uncompressed_matches_compressed() -> None:
     for mask in random_masks(4, seed=3):
-        assert np.array_equal(rle_decode(uncompressed_rle(mask)), mask)
+        assert np.array_equal(from_coco_rle(uncompressed_rle(mask)), mask)
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_rle_decode_uncompressed_matches_compressed() -> None:
 )
 def test_rle_decode_rejects_bad_rle(rle: dict) -> None:
     with pytest.raises(MaskError) as exc:
-        rle_decode(rle)
+        from_coco_rle(rle)
     assert_one_line(exc)
 
 
@@ -267,7 +267,7 @@ TRIANGLE = [10, 1, 16, 1, 13, 10]
 
 def test_load_json_all_forms(tmp_path: Path) -> None:
     a, b = random_masks(2, seed=4)
-    compressed = rle_encode(a)
+    compressed = to_coco_rle(a)
     annotations = [
         {"image_id": 7, "segmentation": compressed},
         {"image_id": 7, "segmentation": uncompressed_rle(b), "iscrowd": 1},

@@ -16,7 +16,7 @@ import pytest
 
 from zsris_rt.backends import create_backend
 from zsris_rt.backends.ort import OrtBackend, OrtFlavour
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import load_pack
 

@@ -11,19 +11,23 @@ import numpy as np
 import pytest
 
 from zsris_rt.atomic_files import write_files_atomically
+from zsris_rt.drawing import OVERLAY_RGB, render_overlay
 from zsris_rt.errors import ImageError, MaskError, ZsrisError
+from zsris_rt.geometry import mask_geometry
+from zsris_rt.image import encode_png
+from zsris_rt.mask_io import from_coco_rle
 from zsris_rt.maskops import tight_boxes
-from zsris_rt.masks import rle_decode
-from zsris_rt.outputs import (
-    OVERLAY_RGB,
-    encode_png,
-    mask_geometry,
-    render_overlay,
-    result_to_dict,
-)
+from zsris_rt.result_json import result_to_dict
 from zsris_rt.results import Result
 
 H, W = 60, 80
+
+
+def geom(mask: np.ndarray) -> dict:
+    """mask_geometry as a dict of plain lists, as the JSON record holds it."""
+    g = mask_geometry(mask)
+    return {"area": g.area, "centroid": list(g.centroid), "angle_deg": g.angle_deg,
+            "box": list(g.box)}
 
 
 def blank() -> np.ndarray:
@@ -42,11 +46,11 @@ def axis_equal(a: float, b: float, tol: float = 1e-6) -> bool:
 def test_geometry_horizontal_and_vertical_bars() -> None:
     bar = blank()
     bar[20:23, 10:50] = True
-    g = mask_geometry(bar)
+    g = geom(bar)
     assert g == {"area": 120, "centroid": [29.5, 21.0], "angle_deg": 0.0, "box": [10, 20, 50, 23]}
     bar = blank()
     bar[5:45, 30] = True
-    g = mask_geometry(bar)
+    g = geom(bar)
     assert g["angle_deg"] == 90.0 and g["centroid"] == [30.0, 24.5] and g["box"] == [30, 5, 31, 45]
 
 
@@ -54,16 +58,16 @@ def test_geometry_diagonal_bands_sign() -> None:
     ys, xs = np.mgrid[:H, :W]
     square = (xs >= 5) & (xs < 51) & (ys >= 5) & (ys < 51)  # symmetric about both diagonals
     down_right = (np.abs(xs - ys) <= 1) & square  # image y down: top-left to bottom-right
-    assert mask_geometry(down_right)["angle_deg"] == pytest.approx(45.0)
+    assert geom(down_right)["angle_deg"] == pytest.approx(45.0)
     up_right = (np.abs(xs + ys - 55) <= 1) & square
-    assert mask_geometry(up_right)["angle_deg"] == pytest.approx(-45.0)
+    assert geom(up_right)["angle_deg"] == pytest.approx(-45.0)
 
 
 @pytest.mark.parametrize("angle", [-60.0, -30.0, 15.0, 30.0, 75.0])
 def test_geometry_rotated_ellipse(angle: float) -> None:
     canvas = np.zeros((200, 200), np.uint8)  # cv2 angles also turn from +x towards +y
     cv2.ellipse(canvas, (100, 100), (80, 15), angle, 0, 360, 1, cv2.FILLED)
-    g = mask_geometry(canvas.astype(bool))
+    g = geom(canvas.astype(bool))
     assert g["angle_deg"] == pytest.approx(angle, abs=1.0)
     assert g["centroid"] == pytest.approx([100.0, 100.0], abs=0.05)
 
@@ -71,7 +75,7 @@ def test_geometry_rotated_ellipse(angle: float) -> None:
 def test_geometry_matches_nonzero_statistics() -> None:
     rng = np.random.default_rng(0)
     mask = rng.random((H, W)) < 0.2
-    g = mask_geometry(mask)
+    g = geom(mask)
     ys, xs = np.nonzero(mask)
     assert g["area"] == xs.size
     assert g["centroid"] == pytest.approx([xs.mean(), ys.mean()])
@@ -91,8 +95,8 @@ def test_geometry_isotropic_shapes_have_angle_zero() -> None:
     pixel = blank()
     pixel[H - 1, W - 1] = True
     for mask in (disc.astype(bool), square, pixel):
-        assert mask_geometry(mask)["angle_deg"] == 0.0
-    assert mask_geometry(pixel) == {
+        assert geom(mask)["angle_deg"] == 0.0
+    assert geom(pixel) == {
         "area": 1,
         "centroid": [W - 1.0, H - 1.0],
         "angle_deg": 0.0,
@@ -103,14 +107,14 @@ def test_geometry_isotropic_shapes_have_angle_zero() -> None:
 def test_geometry_values_are_plain_python() -> None:
     bar = blank()
     bar[1:3, 1:9] = True
-    g = mask_geometry(bar)
+    g = geom(bar)
     assert type(g["area"]) is int and all(type(v) is float for v in g["centroid"])
     assert type(g["angle_deg"]) is float and all(type(v) is int for v in g["box"])
 
 
 def test_geometry_of_empty_mask_is_an_error() -> None:
     with pytest.raises(MaskError, match="empty"):
-        mask_geometry(blank())
+        geom(blank())
 
 
 # render_overlay
@@ -295,7 +299,7 @@ def test_result_to_dict() -> None:
     assert record["box"] == [40, 20, 45, 50]
     assert record["area"] == 150 and record["centroid"] == [42.0, 34.5]
     assert record["angle_deg"] == 90.0
-    assert np.array_equal(rle_decode(record["rle"]), result.mask)
+    assert np.array_equal(from_coco_rle(record["rle"]), result.mask)
     assert record["scores"] == [12.5, 31.25, -3.0] and record["num_masks"] == 3
     assert record["alpha"] == pytest.approx(0.85) and type(record["alpha"]) is float
     assert record["timings_ms"] == {"text": 1.5, "score": 0.25}

@@ -112,7 +112,7 @@ def test_chunk_size_does_not_change_result(segmenters, family) -> None:
 def test_decoder_calls_are_cut_to_the_memory_budget(segmenters, monkeypatch) -> None:
     """`points_per_batch` is the filter's chunk; a decoder call holds at most
     `DECODER_CALL_BYTES` of activations (estimated), so a tiny budget means one prompt a call."""
-    import zsris_rt.proposer as proposer_module
+    import zsris_rt.proposer.generator as proposer_module
 
     seg = segmenters["sam2"]
     image, _ = random_scene(np.random.default_rng(13), 60, 80, 1)
@@ -277,7 +277,7 @@ def test_decode_takes_multi_point_prompts(segmenters, models, family) -> None:
     """The split decoder's general form: several points per prompt, background and padding
     labels, against transformers' own forward on the same encoder outputs."""
     from zsris_rt.export.onnx_sam import transformers_decoder
-    from zsris_rt.input_frame import prepare_input
+    from zsris_rt.proposer.input_frame import prepare_input
 
     seg = segmenters[family]
     image, _ = random_scene(np.random.default_rng(8), 100, 150, 1)
@@ -301,8 +301,8 @@ def test_decode_takes_multi_point_prompts(segmenters, models, family) -> None:
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 0.97, 1.0])
 def test_box_nms_equals_reference(threshold) -> None:
     """Many overlaps, zero-area boxes and exactly tied scores."""
-    from zsris_rt.box_nms import box_nms
     from zsris_rt.export.reference_amg import box_nms as reference_nms
+    from zsris_rt.proposer.box_nms import box_nms
 
     rng = np.random.default_rng(int(threshold * 100))
     for _ in range(5):

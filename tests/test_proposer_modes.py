@@ -11,7 +11,7 @@ import pytest
 from conftest import random_scene
 from zsris_rt import Segmenter
 from zsris_rt.errors import ZsrisError
-from zsris_rt.proposer_modes import COARSEST_SIDE, FAST, ProposerMode, grid_levels
+from zsris_rt.proposer.modes import COARSEST_SIDE, FAST, ProposerMode, grid_levels
 
 LOOSE = dict(pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
 
@@ -90,7 +90,7 @@ def test_fast_on_the_demo_pack_keeps_exact_masks_with_fewer_prompts() -> None:
     and still returns almost every exact mask (IoU ≥ 0.9). Measured on these ten scenes when
     written: 30 % of the prompts, recall 94.7 %; the bounds leave room for other machines'
     rounding."""
-    from zsris_rt.check import synthetic_queries
+    from zsris_rt.agreement import synthetic_queries
     from zsris_rt.maskops import mask_iou
 
     seg = Segmenter.from_pack()

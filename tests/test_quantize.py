@@ -11,7 +11,6 @@ flip on another CPU's int8 kernels.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -25,7 +24,8 @@ import pytest
 from zsris_rt import Segmenter
 from zsris_rt.calibration import collect_graph_inputs, list_images
 from zsris_rt.errors import ImageError, PackError, ZsrisError
-from zsris_rt.export.quantize import add_parser, quantise_file, quantize_pack, run
+from zsris_rt.export.cli import main as export_main
+from zsris_rt.export.quantize import quantise_file, quantize_pack
 from zsris_rt.pack import DEMO_PACK, load_pack
 from zsris_rt.synthetic_refer import draw_scene
 
@@ -193,11 +193,8 @@ def test_refusals_are_one_line_and_leave_the_pack_unchanged(tiny_int8: Path, cal
 def test_cli_force_replaces_the_variant(tiny_int8: Path, calib: Path, tmp_path: Path) -> None:
     copy = tmp_path / "pack"
     shutil.copytree(tiny_int8, copy)
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["quantize", str(copy), "--calib", str(calib / "scene-900.png"),
-                              "--graphs", "clip_masked_head", "--method", "dynamic", "--force"])
-    assert run(args) == 0
+    assert export_main(["quantize", str(copy), "--calib", str(calib / "scene-900.png"),
+                        "--graphs", "clip_masked_head", "--method", "dynamic", "--force"]) == 0
     variant = load_pack(copy).manifest.graphs["clip_masked_head"]["variants"]["int8"]
     assert variant["method"] == "dynamic" and variant["calibration"]["images"] == 1
     assert variant["calibration"]["sha256"] == hashlib.sha256(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zsris_rt.resample import antialias_taps, resize_antialiased
+from zsris_rt.proposer.antialias import antialias_taps, resize_antialiased
 
 KERNELS = ("bilinear", "bicubic")
 TOL = 1e-5

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from refer_truth import Truth, load_truth
 
-from zsris_rt.cli import main
+from zsris_rt.commands.main import main
 from zsris_rt.synthetic_refer import COLOURS, write_synthetic_refer
 
 KINDS = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}

@@ -484,7 +484,7 @@ def test_tensorrt_unavailable_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def engines_cli(argv: list[str]) -> int:
     """`zsris-export engines ...` through its real entry point."""
-    from zsris_rt.export.command import main
+    from zsris_rt.export.cli import main
 
     return main(["engines", *argv])
 
@@ -559,7 +559,7 @@ def test_engines_command_without_tensorrt(monkeypatch: pytest.MonkeyPatch,
 def test_engines_command_imports_no_torch() -> None:
     import subprocess
 
-    code = ("import sys; from zsris_rt.export import engines_command, command; "
+    code = ("import sys; from zsris_rt.export import cli, engines; "
             "import zsris_rt.backends.tensorrt; print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)

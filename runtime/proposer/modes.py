@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .errors import ZsrisError
+from ..errors import ZsrisError
 
 MODES = ("exact", "fast")
 COARSEST_SIDE = 4  # points per side of the first level, at least

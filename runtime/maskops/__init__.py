@@ -1,5 +1,7 @@
 """The mask operations, from the C++ extension `zsris_rt._maskops` when it is built, else from
-their NumPy twins; every op has both and the tests hold them equal.
+their NumPy twins; every op has both and the tests hold them equal. Each twin module is named like
+its C++ file (cpp_ext/boxes.cpp ↔ boxes.py, crops.cpp ↔ crops.py, ...) and its functions like the
+ops below; the functions here check their arguments once, for both.
 
 `ZSRIS_MASKOPS=numpy` forces the NumPy twins (tests use it to run both paths). `implementation()`
 says which one runs, for `--json` and for users wondering why a machine is slower.
@@ -13,14 +15,13 @@ from types import ModuleType
 
 import numpy as np
 
-from . import crop_batcher as _crop_batcher
-from . import logit_upsample as _logit_upsample
-from . import mask_boxes as _mask_boxes
-from . import mask_grid as _mask_grid
-from . import mask_iou as _mask_iou
-from . import masked_feature_maps as _feature_maps
+from ..errors import MaskError
+from . import boxes as _boxes
+from . import crops as _crops
+from . import feature_maps as _feature_maps
+from . import iou as _iou
+from . import logits as _logits
 from . import rle as _rle
-from .errors import MaskError
 
 # Largest crop side or grid (as in cpp_ext/maskops.h): a larger one is a caller's mistake.
 MAX_SIDE = 4096
@@ -32,7 +33,7 @@ def _load_native() -> tuple[ModuleType | None, str]:
     if os.environ.get("ZSRIS_MASKOPS", "").lower() == "numpy":
         return None, "numpy (forced by ZSRIS_MASKOPS=numpy)"
     try:
-        from . import _maskops
+        from .. import _maskops
     except ImportError as exc:
         return None, f"numpy (C++ extension not built: {exc})"
     return _maskops, "c++"
@@ -59,12 +60,12 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
     masks = _bool_masks(masks)
     if _native is not None:
         return _native.tight_boxes(masks)
-    return _mask_boxes.tight_boxes(masks)
+    return _boxes.tight_boxes(masks)
 
 
 def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
                  fill: np.ndarray, size: int, out: np.ndarray | None = None) -> np.ndarray:
-    """K masked crops → K×3×size×size float32 (SPEC.md §3); see `crop_batcher.masked_crops`.
+    """K masked crops → K×3×size×size float32 (SPEC.md §3); see `crops.masked_crops`.
     `out`, a reused C-contiguous float32 buffer of that shape, spares the allocation."""
     masks = _bool_masks(masks)
     normalised = np.ascontiguousarray(normalised, dtype=np.float32)
@@ -85,38 +86,38 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
                         f"shape {(k, 3, size, size)}")
     if _native is not None and hasattr(_native, "masked_crops"):
         return _native.masked_crops(normalised, masks, boxes, fill, int(size), out)
-    return _crop_batcher.masked_crops(normalised, masks, boxes, fill, int(size), out)
+    return _crops.masked_crops(normalised, masks, boxes, fill, int(size), out)
 
 
 def mask_grid(masks: np.ndarray, grid: int) -> np.ndarray:
-    """K×H×W bool → K×g×g float32 (SPEC.md §2.2); see `mask_grid.mask_grid`."""
+    """K×H×W bool → K×g×g float32 (SPEC.md §2.2); see `crops.mask_grid`."""
     masks = _bool_masks(masks)
     if not 1 <= grid <= MAX_SIDE or 0 in masks.shape[1:]:
         raise MaskError(f"mask_grid: grid {grid} of masks {masks.shape}")
     if _native is not None and hasattr(_native, "mask_grid"):
         return _native.mask_grid(masks, int(grid))
-    return _mask_grid.mask_grid(masks, int(grid))
+    return _crops.mask_grid(masks, int(grid))
 
 
 def logit_statistics(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray], threshold: float,
                      offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stability, inclusive boxes and area of low-res logits at image size; see
-    `logit_upsample.mask_statistics`."""
+    `logits.logit_statistics`."""
     logits = np.ascontiguousarray(logits, dtype=np.float32)
     rows, cols = (np.ascontiguousarray(m, dtype=np.float32) for m in maps)
     if _native is not None and hasattr(_native, "logit_statistics"):
         return _native.logit_statistics(logits, rows, cols, float(threshold), float(offset))
-    return _logit_upsample.mask_statistics(logits, (rows, cols), threshold, offset)
+    return _logits.logit_statistics(logits, (rows, cols), threshold, offset)
 
 
 def logit_masks(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
                 threshold: float) -> np.ndarray:
-    """K×H×W bool `logits > threshold` at image size; see `logit_upsample.binary_masks`."""
+    """K×H×W bool `logits > threshold` at image size; see `logits.logit_masks`."""
     logits = np.ascontiguousarray(logits, dtype=np.float32)
     rows, cols = (np.ascontiguousarray(m, dtype=np.float32) for m in maps)
     if _native is not None and hasattr(_native, "logit_masks"):
         return _native.logit_masks(logits, rows, cols, float(threshold))
-    return _logit_upsample.binary_masks(logits, (rows, cols), threshold)
+    return _logits.logit_masks(logits, (rows, cols), threshold)
 
 
 def mask_iou(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
@@ -128,7 +129,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
             raise MaskError(f"mask_iou: masks {a.shape} and {b.shape} differ in H×W")
     if _native is not None and hasattr(_native, "mask_iou"):
         return _native.mask_iou(a, b)
-    return _mask_iou.mask_iou(a, b)
+    return _iou.mask_iou(a, b)
 
 
 def mask_nms(masks: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -140,7 +141,7 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndar
                         f"{threshold}: one number per mask, none NaN")
     if _native is not None and hasattr(_native, "mask_nms"):
         return _native.mask_nms(masks, scores, float(threshold))
-    return _mask_iou.mask_nms(masks, scores, float(threshold))
+    return _iou.mask_nms(masks, scores, float(threshold))
 
 
 def rle_encode(masks: np.ndarray) -> list[str]:

@@ -1,4 +1,5 @@
-"""Masked crops for the local branch (SPEC.md §3), all K written into one batch buffer.
+"""NumPy twins of cpp_ext/crops.cpp: the masked crops of the local branch (SPEC.md §3), all K
+written into one batch buffer, and the g×g mask grids of the masked head (SPEC.md §2.2).
 
 Only the pixels the bilinear taps read are gathered and filled, so the cost is O(K·S²) whatever
 the image size, and no full-size masked copy of the image is ever made.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .resize import source_taps
+from ..bilinear import resize_bilinear, source_taps
 
 
 def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
@@ -34,3 +35,9 @@ def masked_crops(normalised: np.ndarray, masks: np.ndarray, boxes: np.ndarray,
         wx = wx.reshape(1, 1, size)
         out[i] = blend.take(xlo, axis=2) * (1 - wx) + blend.take(xhi, axis=2) * wx
     return out
+
+
+def mask_grid(masks: np.ndarray, grid: int) -> np.ndarray:
+    """K×H×W bool → K×g×g float32 in [0, 1] (bilinear, half-pixel, no antialias): soft, never
+    re-binarised."""
+    return np.ascontiguousarray(resize_bilinear(masks, (grid, grid)), dtype=np.float32)

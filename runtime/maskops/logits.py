@@ -1,4 +1,5 @@
-"""Low-resolution mask logits → image-size masks, the stability score and boxes.
+"""NumPy twins of cpp_ext/logits.cpp: low-resolution mask logits → image-size masks, the
+stability score and boxes.
 
 Done group by group, so that a chunk of 192 logits on a 12-megapixel photo never lives at full
 resolution all at once.
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .mask_boxes import tight_boxes
+from .boxes import tight_boxes
 
 INCLUSIVE = np.array([0, 0, 1, 1])
 
@@ -30,7 +31,7 @@ def upsample_logits(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray]) -> 
     return np.matmul(np.matmul(rows, logits), cols.T)
 
 
-def mask_statistics(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray], threshold: float,
+def logit_statistics(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray], threshold: float,
                     offset: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(stability K float32, boxes K×4 inclusive [x0, y0, x1, y1] int64, area K int64) of the
     masks `logits > threshold` at image size.
@@ -57,7 +58,7 @@ def mask_statistics(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray], thr
     return stability, boxes, area
 
 
-def binary_masks(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
+def logit_masks(logits: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
                  threshold: float) -> np.ndarray:
     """K×H×W bool: `logits > threshold` at image size."""
     height, width = maps[0].shape[0], maps[1].shape[0]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import MaskError
+from ..errors import MaskError
 
 _MAX_GROUPS = 12  # 60 bits: a longer value is corrupt input
 

@@ -14,15 +14,15 @@ from functools import partial
 
 import numpy as np
 
-from .backends import Backend
-from .backends.base import run_in_chunks
+from ..backends import Backend
+from ..backends.base import run_in_chunks
+from ..errors import ZsrisError
+from ..maskops import logit_masks, logit_statistics, mask_nms
+from ..pack import GeneratorDefaults, ProposerSettings
+from ..results import Proposals
 from .box_nms import box_nms
-from .errors import ZsrisError
 from .input_frame import InputFrame, prepare_input
-from .maskops import logit_masks, logit_statistics, mask_nms
-from .pack import GeneratorDefaults, ProposerSettings
-from .proposer_modes import ProposerMode, grid_levels, proposer_mode
-from .results import Proposals
+from .modes import ProposerMode, grid_levels, proposer_mode
 
 # A decoder call's activations grow with its prompts (about 70 MB per prompt at SAM ViT-B and
 # Hiera-tiny geometry, mostly the upscaled 256×256 maps); calls are cut so that they hold about

@@ -68,13 +68,13 @@ def validate_masks(masks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray
     return np.ascontiguousarray(masks)
 
 
-def rle_encode(mask: np.ndarray) -> dict[str, Any]:
+def to_coco_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE of one H×W mask as a JSON-ready dict {"size": [h, w], "counts": str}."""
     mask = np.asarray(mask, dtype=bool)
     return {"size": [int(n) for n in mask.shape], "counts": encode_counts(mask[None])[0]}
 
 
-def rle_decode(rle: dict[str, Any]) -> np.ndarray:
+def from_coco_rle(rle: dict[str, Any]) -> np.ndarray:
     """H×W bool mask of a COCO RLE dict (compressed string or uncompressed list counts)."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise MaskError('an RLE must be a dict with "size" and "counts"')

@@ -1,18 +1,14 @@
-"""`zsris-rt doctor`: what this machine really runs, for a user filing a bug or a robot's start-up
+"""What this machine really runs (`zsris-rt doctor`), for a user filing a bug or a robot's start-up
 check. Every probe is tried, never assumed: a provider counts only once a session really got it.
-
-Exit status: 0 when everything needed runs, 1 when something is missing or broken (each such line
-starts with "PROBLEM").
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -25,9 +21,17 @@ from .text import DEFAULT_SPACY_MODEL
 if TYPE_CHECKING:
     from .pack import Pack
 
-# Distributions the runtime imports, by the name pip knows them under.
-RUNTIME_PACKAGES = ("numpy", "onnxruntime", "opencv-python-headless", "tokenizers", "spacy",
-                    "ftfy", "pycocotools")
+
+
+def runtime_packages() -> tuple[str, ...]:
+    """The runtime's dependencies, as pyproject.toml lists them (read from the installed
+    metadata, so there is one list); the extras' are left out."""
+    try:
+        requires = importlib.metadata.requires("zsris-rt") or []
+    except importlib.metadata.PackageNotFoundError:
+        return ()
+    names = [re.split(r"[\s;<>=!~\[]", r, maxsplit=1)[0] for r in requires if "extra ==" not in r]
+    return tuple(dict.fromkeys(names))
 
 
 def _version(distribution: str) -> str | None:
@@ -38,8 +42,8 @@ def _version(distribution: str) -> str | None:
 
 
 def _packages(problems: list[str]) -> dict[str, str | None]:
-    found = {name: _version(name) for name in RUNTIME_PACKAGES}
-    if found["opencv-python-headless"] is None:  # any OpenCV wheel provides cv2
+    found = {name: _version(name) for name in runtime_packages()}
+    if found.get("opencv-python-headless", "") is None:  # any OpenCV wheel provides cv2
         found["opencv-python-headless"] = _version("opencv-python")
     problems += [f"package {name} is not installed" for name, v in found.items() if v is None]
     return found
@@ -193,60 +197,3 @@ def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) ->
         report["backends"] = _backends(loaded)
     report["problems"] = problems
     return report
-
-
-def _lines(report: dict[str, Any], indent: str = "") -> list[str]:
-    lines = []
-    for key, value in report.items():
-        if key == "problems":
-            continue
-        if isinstance(value, dict):
-            lines.append(f"{indent}{key}:")
-            lines += _lines(value, indent + "  ")
-        elif isinstance(value, list) and value and isinstance(value[0], str):
-            lines.append(f"{indent}{key}:")
-            lines += [f"{indent}  {item}" for item in value]
-        else:
-            lines.append(f"{indent}{key}: {value}")
-    return lines
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zsris-rt doctor",
-        description="Report what this machine runs: Python, packages, ONNX Runtime providers "
-                    "(tried for real with --pack), GPUs, TensorRT and the CUDA bindings, the C++ "
-                    "mask ops, a pack's integrity, its cached TensorRT engines and the backend "
-                    "`--backend auto` picks for it. "
-                    "Exit status 1 when something is missing or broken.")
-    parser.add_argument("--pack", type=Path, help="also verify this pack and load one of its "
-                                                  "graphs on every available provider (default: "
-                                                  "$ZSRIS_PACK, else the demo pack, when there "
-                                                  "is one)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="check the pack's files are present without hashing them")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .errors import PackError
-    from .pack import default_pack
-
-    args = build_parser().parse_args(argv)
-    pack = args.pack
-    if pack is None:
-        try:
-            pack = default_pack()
-        except PackError:
-            pack = None  # no pack anywhere: report the machine alone
-    report = diagnose(pack, verify=not args.no_verify)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print("\n".join(_lines(report)))
-        for problem in report["problems"]:
-            print(f"PROBLEM: {problem}")
-        if not report["problems"]:
-            print("ok: nothing missing")
-    return 1 if report["problems"] else 0

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .image import normalise
-from .pack import ProposerSettings
-from .resample import resize_antialiased
-from .resize import source_taps
+from ..bilinear import source_taps
+from ..image import normalise
+from ..pack import ProposerSettings
+from .antialias import resize_antialiased
 
 
 def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:

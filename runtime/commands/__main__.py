@@ -1,0 +1,7 @@
+"""`python -m zsris_rt.commands ...` is `zsris-rt ...`."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())
