@@ -21,6 +21,7 @@ import numpy as np
 from .backends import Backend
 from .errors import NoMaskError
 from .maskops import mask_iou
+from .scoring import cosines
 from .segmenter import Segmenter
 
 SYNTHETIC_SCENES = 12  # default image set: drawn by synth's generator, with their expressions
@@ -51,10 +52,12 @@ def _rows(array: np.ndarray) -> np.ndarray:
         array.reshape(1, -1).astype(np.float64)
 
 
-def _cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+def row_agreement(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Per output row (a feature, a flattened mask or embedding), the cosine of candidate and
+    reference; rows that are identical count 1 (two zero rows included), a zero row against a
+    non-zero one 0."""
     a, b = _rows(got), _rows(want)
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return np.where(norms > 0, (a * b).sum(axis=1) / np.maximum(norms, 1e-300), 1.0)
+    return np.where((a == b).all(axis=1), 1.0, cosines(a, b))
 
 
 def compare_graphs(candidate: Backend, reference: Backend,
@@ -73,7 +76,7 @@ def compare_graphs(candidate: Backend, reference: Backend,
                 g = np.asarray(g, dtype=np.float64)
                 diffs.setdefault(i, []).append(float(np.abs(g - w).max()) if w.size else 0.0)
                 scale[i] = max(scale.get(i, 0.0), float(np.abs(w).max()) if w.size else 0.0)
-                cosines.setdefault(i, []).append(_cosines(g, w))
+                cosines.setdefault(i, []).append(row_agreement(g, w))
         report[graph] = {"calls": len(entries), "outputs": [
             {"max_abs_diff": max(diffs[i]),
              "max_rel_diff": max(diffs[i]) / scale[i] if scale[i] else 0.0,

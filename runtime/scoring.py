@@ -19,7 +19,10 @@ def fuse_and_score(global_features: np.ndarray, local_features: np.ndarray,
 
 
 def cosines(features: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """cos(row, t) for each row of `features`; 0 where a row or t is zero."""
-    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(t)
+    """cos(row, t) for each row of `features` against one vector t, or row by row against a
+    matrix t of the same shape; 0 where either side is zero (a zero feature matches nothing).
+    The project's one cosine: scoring, pruning, check and quantize all use it."""
+    norms = np.linalg.norm(features, axis=-1) * np.linalg.norm(t, axis=-1)
+    dots = features @ t if t.ndim == 1 else np.einsum("ij,ij->i", features, t)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, features @ t / norms, 0.0)
+        return np.where(norms > 0, dots / norms, 0.0)
