@@ -331,8 +331,8 @@ def time_runs(fns: dict[str, Callable[[], Any]], runs: int) -> dict[str, list[fl
 def bench_config(h: int, w: int, k: int, runs: int, native: bool, seed: int) -> list[Json]:
     import numpy as np
 
-    from zsris_rt.maskops import iou as np_iou
     from zsris_rt import maskops
+    from zsris_rt.maskops import iou as np_iou
     from zsris_rt.maskops import rle as np_rle
     from zsris_rt.maskops.boxes import tight_boxes as np_boxes
     from zsris_rt.maskops.crops import mask_grid as np_grid

@@ -50,12 +50,13 @@ from typing import Any
 
 from zsris_rt.bench.log import elapsed, say
 from zsris_rt.bench.machine import CpuShare, heavy_modules_loaded, machine, peak_rss, wait_for_quiet
-from zsris_rt.bench.packs import PROPOSER_GEOMETRIES, RandomPack, ensure_pack
+from zsris_rt.bench.packs import RandomPack, ensure_pack
 from zsris_rt.bench.report import machine_lines, table, wall_line
 from zsris_rt.bench.scene import write_workload
 from zsris_rt.bench.stats import Json, summary
 from zsris_rt.bench.workers import argument_parser, script_command, spawn_worker, worker_main
 from zsris_rt.export.bench_workers import export_random_pack
+from zsris_rt.export.choices import SAM_GEOMETRIES as PROPOSER_GEOMETRIES
 
 LOOSE = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "box_nms_thresh": 1.0}
 WARM = {"pred_iou_thresh": 0.7, "stability_score_thresh": 0.9}  # "other thresholds"

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from zsris_rt.export.choices import GEOMETRIES, SAM_GEOMETRIES
+
 from .log import say
 from .stats import Json
 
-# export.random_checkpoint's geometries (not imported from there: it imports torch).
-CLIP_GEOMETRIES = ("ViT-B/32", "ViT-B/16", "ViT-L/14", "tiny")
-PROPOSER_GEOMETRIES = {"sam": ("tiny", "vit-b", "vit-l", "vit-h"), "sam2": ("tiny", "hiera-tiny")}
-PROPOSERS = tuple(f"{family}-{geometry}" for family, geometries in PROPOSER_GEOMETRIES.items()
+# The random checkpoints' geometries (export/choices.py, torch-free), biggest CLIP first.
+CLIP_GEOMETRIES = tuple(sorted(GEOMETRIES, key=lambda name: name == "tiny"))
+PROPOSERS = tuple(f"{family}-{geometry}" for family, geometries in SAM_GEOMETRIES.items()
                   for geometry in geometries)
 
 
