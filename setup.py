@@ -1,4 +1,5 @@
-"""The optional C++ mask ops `zsris_rt._maskops` (cpp_ext/); everything else is in pyproject.toml."""
+"""Builds the optional C++ mask ops `zsris_rt._maskops` (cpp_ext/); the rest of the package is
+declared in pyproject.toml."""
 
 from glob import glob
 

@@ -338,20 +338,23 @@ def _image(rng: np.random.Generator, objects: list[SceneObject], height: int, wi
 
 
 @dataclass
-class Scene:
+class SyntheticScene:
+    """One drawn image of the demo world and its objects (not `results.Scene`, the encoded one)."""
+
     pixels: np.ndarray  # H×W×3 uint8 RGB
     objects: list[SceneObject]  # in drawing order; later ones cover earlier ones
     texture: str
 
 
 def draw_scene(rng: np.random.Generator, height: int = 240, width: int = 320,
-               max_objects: int = MAX_OBJECTS, textures: bool = True, first_ann: int = 0) -> Scene:
+               max_objects: int = MAX_OBJECTS, textures: bool = True,
+               first_ann: int = 0) -> SyntheticScene:
     """One image and its objects, in memory: what `synth` writes per image, and what the demo
     pack's training scripts draw from (with seeds of their own, so eval scenes stay held out).
     `first_ann` only decides which annotations are written as polygons."""
     objects = _objects(_place(rng, height, width, max_objects), height, width, first_ann)
     texture = TEXTURES[int(rng.integers(len(TEXTURES)))] if textures else "plain"
-    return Scene(_image(rng, objects, height, width, texture), objects, texture)
+    return SyntheticScene(_image(rng, objects, height, width, texture), objects, texture)
 
 
 def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: int = 8,
