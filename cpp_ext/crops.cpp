@@ -1,4 +1,4 @@
-// Masked crops (runtime/crop_batcher.py) and mask grids (runtime/mask_grid.py), bit for bit.
+// Masked crops and mask grids (runtime/maskops/crops.py), bit for bit.
 //
 // Both are PyTorch's bilinear kernel (half-pixel centres, no antialias) done separably as the
 // twins do it: rows first, then columns, each pass as a * (1 - w) + b * w in float32 (setup.py
@@ -13,7 +13,7 @@
 namespace zsris {
 namespace {
 
-// runtime/resize.py's source_taps: the source indices (lo, hi) and the weight of hi.
+// runtime/bilinear.py's source_taps: the source indices (lo, hi) and the weight of hi.
 struct Taps {
     std::vector<int64_t> lo, hi;
     std::vector<float> weight;

@@ -1,5 +1,5 @@
 // The masked feature maps of the ResNet family's global branch (SPEC.md §7), as
-// runtime/masked_feature_maps.py computes them, bit for bit: the layer-4 map L2-normalised over
+// runtime/maskops/feature_maps.py computes them, bit for bit: the layer-4 map L2-normalised over
 // channels at each position (squares summed channel after channel in float32, the norm floored at
 // 1e-12 as F.normalize does), then multiplied by each mask's grid.
 #include <cmath>

@@ -1,4 +1,4 @@
-// Mask IoU matrix and mask NMS (runtime/mask_iou.py), exactly: integer pixel counts, one
+// Mask IoU matrix and mask NMS (runtime/maskops/iou.py), exactly: integer pixel counts, one
 // float64 division per pair, so the twins agree to the bit.
 //
 // Each mask is packed once into bits (64 pixels per word, rows padded to whole words) with the

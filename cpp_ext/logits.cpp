@@ -1,4 +1,4 @@
-// Low-resolution mask logits → image-size statistics and masks (runtime/logit_upsample.py),
+// Low-resolution mask logits → image-size statistics and masks (runtime/maskops/logits.py),
 // without materialising the K×H×W logits.
 //
 // Image-size logits are rows · L · colsᵀ, associated as in the twin, but each map row has only a

@@ -1,5 +1,5 @@
 // zsris_rt._maskops: the per-mask CPU work between engine calls, each op with a NumPy twin in
-// runtime/ that it is tested against. Inputs are validated in Python (runtime/maskops.py) and
+// runtime/ that it is tested against. Inputs are validated in Python (runtime/maskops/__init__.py) and
 // again here for shape and dtype; loops touch no Python object and run with the GIL released.
 #pragma once
 

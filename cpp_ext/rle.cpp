@@ -1,4 +1,4 @@
-// COCO run-length encoding (runtime/rle.py): masks ↔ compressed counts strings, byte for byte
+// COCO run-length encoding (runtime/maskops/rle.py): masks ↔ compressed counts strings, byte for byte
 // what pycocotools writes.
 //
 // Layout: runs over the pixels in column-major order (down each column, left to right),
