@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -119,6 +120,26 @@ def norm_bound(head: TowerHead) -> float:
     return float(np.sqrt(min(dual(float(np.exp(hi))), dual(float(np.exp(lo))))))
 
 
-def local_norm_bound(onnx_path: str | os.PathLike[str]) -> float:
-    """R ≥ ‖f^L‖ for every input of `clip_image.onnx` (fp32): the pack's `local_norm_bound`."""
-    return norm_bound(read_tower_head(onnx_path))
+# The graph that ends the image tower (its last LayerNorm and projection): f^L is the trunk then
+# this head on the crops (export/onnx_clip.py).
+TOWER_END = "clip_masked_head.onnx"
+LEGACY_TOWER = "clip_image.onnx"  # the duplicate tower of older packs: it ends the same way
+
+
+def tower_end(source: str | os.PathLike[str]) -> Path:
+    """The ONNX file that ends the image tower: `source` itself when it is a graph file, else
+    the `clip_masked_head.onnx` of `source` as a pack (or staging) folder. A `clip_image.onnx`
+    that no longer exists (callers written when packs held the tower twice) resolves to the
+    head beside it: both end in the same LayerNorm and projection."""
+    path = Path(source)
+    if path.is_dir():
+        return path / TOWER_END
+    if path.name == LEGACY_TOWER and not path.exists():
+        return path.with_name(TOWER_END)
+    return path
+
+
+def local_norm_bound(source: str | os.PathLike[str]) -> float:
+    """R ≥ ‖f^L‖ for every input of the image tower (fp32): the pack's `local_norm_bound`.
+    `source`: a pack (or staging) folder, or the graph that ends the tower (see `tower_end`)."""
+    return norm_bound(read_tower_head(tower_end(source)))

@@ -1,4 +1,14 @@
-"""The four CLIP graphs of a pack (DESIGN.md §3), exported and then checked against PyTorch."""
+"""The CLIP graphs of a pack (DESIGN.md §3), exported and then checked against PyTorch.
+
+The vision tower is held once, split where SPEC §2 applies the masks: `clip_trunk` (blocks
+0 .. L−k−1) and `clip_masked_head` (the last k blocks, patch tokens weighted by a g×g grid,
+then `ln_post` and `proj`). The global features are the trunk on the image, then the head with
+the K mask grids; the local features (the crop encoder) are the trunk on the K crops, then the
+head with all-ones grids: a weight of 1 changes no token, so that is the plain CLIP image
+embedding, and `check_crop_encoder` holds the composed graphs to PyTorch's `visual(images)`.
+Packs exported before held the tower a second time as `clip_image` (`zsris-export migrate`
+drops it: export/pack_migration.py).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +37,10 @@ class TrunkGraph(nn.Module):
 
 
 class MaskedHeadGraph(nn.Module):
-    """tokens 1×T×D + grid masks K×g×g → f^G K×E: token zeroing before each of the last k blocks."""
+    """tokens B×T×D + grid masks K×g×g → K×E: token zeroing before each of the last k blocks.
+
+    B = 1: one image's tokens under each of K masks (f^G, SPEC §2; the tokens are broadcast, not
+    copied). B = K: K images' tokens, one grid each; with all-ones grids, the crop encoder."""
 
     def __init__(self, model: ClipModel, masked_blocks: int) -> None:
         super().__init__()
@@ -38,21 +51,10 @@ class MaskedHeadGraph(nn.Module):
         weights = grid_masks.flatten(1).unsqueeze(-1)  # K×g²×1, row-major like the patch tokens
         x = tokens
         for block in self.visual.transformer.resblocks[self.start:]:
-            patches = x[:, 1:] * weights
+            patches = x[:, 1:] * weights  # B×g²×D · K×g²×1 → K×g²×D (B is 1 or K)
             cls = x[:, :1].expand(patches.shape[0], -1, -1)
             x = block(torch.cat([cls, patches], dim=1))
         return self.visual.pool(x)
-
-
-class ImageGraph(nn.Module):
-    """images K×3×S×S → f^L K×E (the plain CLIP image embedding, unnormalised)."""
-
-    def __init__(self, model: ClipModel) -> None:
-        super().__init__()
-        self.visual = model.visual
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.visual(images)
 
 
 class TextGraph(nn.Module):
@@ -74,7 +76,7 @@ def clip_graph_specs(model: ClipModel, masked_blocks: int, seed: int = 0) -> lis
     s, g = cfg.image_size, cfg.grid
     images = torch.randn(3, 3, s, s, generator=gen)
     with torch.no_grad():
-        tokens = TrunkGraph(model, masked_blocks)(images[:1])
+        tokens = TrunkGraph(model, masked_blocks)(images)
     ids = torch.randint(1, cfg.vocab_size - 2, (2, cfg.context_length), generator=gen)
     end = torch.tensor([5, cfg.context_length - 1])
     ids[:, 0] = cfg.vocab_size - 2  # the start token: CLIP's vocabularies end with both specials
@@ -82,25 +84,68 @@ def clip_graph_specs(model: ClipModel, masked_blocks: int, seed: int = 0) -> lis
     ids[1, -1] = cfg.vocab_size - 1
     batch = {0: "batch"}
     grids = torch.rand(3, g, g, generator=gen)
+    ones = torch.ones(2, g, g)
     return [
         GraphSpec("clip_trunk", TrunkGraph(model, masked_blocks), {"image": images[:1]},
                   ("tokens",), {"image": batch, "tokens": batch}, {"image": images[1:]}),
+        # Traced on one image's tokens under three grids (the global path); checked also on
+        # one grid, and on two images' tokens with all-ones grids (the crop encoder).
         GraphSpec("clip_masked_head", MaskedHeadGraph(model, masked_blocks),
-                  {"tokens": tokens, "grid_masks": grids},
-                  ("features",), {"grid_masks": {0: "masks"}, "features": {0: "masks"}},
-                  {"tokens": tokens, "grid_masks": grids[:1]}),
-        GraphSpec("clip_image", ImageGraph(model), {"images": images}, ("features",),
-                  {"images": {0: "masks"}, "features": {0: "masks"}}, {"images": images[:1]}),
+                  {"tokens": tokens[:1], "grid_masks": grids}, ("features",),
+                  {"tokens": batch, "grid_masks": {0: "masks"}, "features": {0: "masks"}},
+                  {"tokens": tokens[:1], "grid_masks": grids[:1]},
+                  ({"tokens": tokens[1:], "grid_masks": ones},)),
         GraphSpec("clip_text", TextGraph(model), {"ids": ids, "end_index": end}, ("features",),
                   {"ids": {0: "batch", 1: "length"}, "end_index": batch, "features": batch},
                   {"ids": ids[:1, :6], "end_index": end[:1]}),
     ]
 
 
+def check_crop_encoder(model: ClipModel, folder: Path, seed: int = 1,
+                       tolerance: float = 1e-4) -> float:
+    """The crop encoder as the runtime runs it — the exported trunk on a batch of images, then
+    the exported head with one all-ones grid per image, in ONNX Runtime — against PyTorch's plain
+    `visual(images)` (the CLIP image embedding of SPEC §3.4), at two batch sizes; raise above
+    `tolerance` relative to the output's scale. Returns the worst relative difference."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    trunk, head = (ort.InferenceSession(str(folder / f"{name}.onnx"), sess_options=options,
+                                        providers=["CPUExecutionProvider"])
+                   for name in ("clip_trunk", "clip_masked_head"))
+    cfg = model.config
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for count in (3, 1):
+        images = torch.randn(count, 3, cfg.image_size, cfg.image_size, generator=gen)
+        tokens = trunk.run(None, {"image": images.numpy()})[0]
+        got = head.run(None, {"tokens": tokens, "grid_masks": np.ones(
+            (count, cfg.grid, cfg.grid), dtype=np.float32)})[0]
+        with torch.no_grad():
+            expected = model.visual(images).numpy()
+        if got.shape != expected.shape:
+            raise ZsrisError(f"the crop encoder (clip_trunk + clip_masked_head) gives shape "
+                             f"{got.shape}, PyTorch's image tower {expected.shape}")
+        diff = float(np.abs(got - expected).max()) / max(float(np.abs(expected).max()), 1e-6)
+        worst = max(worst, diff)
+        if not np.isfinite(diff) or diff > tolerance:
+            raise ZsrisError(f"the crop encoder (clip_trunk + clip_masked_head with all-ones "
+                             f"grids) disagrees with PyTorch's image tower (max relative "
+                             f"difference {diff:.2e} > {tolerance:.0e}); the export is broken")
+    return worst
+
+
 def export_clip_graphs(model: ClipModel, folder: Path, masked_blocks: int,
                        progress: Callable[[str], None] = print) -> dict[str, dict[str, object]]:
-    """Write and check every CLIP graph; returns the manifest's `graphs` section."""
+    """Write and check every CLIP graph, and the crop encoder they compose; returns the
+    manifest's `graphs` section."""
     graphs: dict[str, dict[str, object]] = {}
     for spec in clip_graph_specs(model, masked_blocks):
         graphs[spec.name] = export_checked(spec, folder, progress)
+    worst = check_crop_encoder(model, folder)
+    progress(f"check  crop encoder (clip_trunk + clip_masked_head, all-ones grids): ONNX Runtime "
+             f"vs PyTorch's image tower, max relative difference {worst:.1e}")
+    graphs["clip_masked_head"]["crop_encoder_parity_max_rel_diff"] = worst
     return graphs

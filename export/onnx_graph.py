@@ -27,6 +27,8 @@ class GraphSpec:
     outputs: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
     variant: dict[str, torch.Tensor]  # other sizes on the dynamic axes, for the parity check
+    # Further input sets the parity check runs (e.g. another combination of the dynamic axes).
+    more_variants: tuple[dict[str, torch.Tensor], ...] = ()
 
     def run_torch(self, inputs: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -74,8 +76,9 @@ def export_graph(spec: GraphSpec, path: Path) -> list[str]:
 
 def check_graph(spec: GraphSpec, path: Path, tolerance: float = 1e-4) -> float:
     """Run the exported graph with ONNX Runtime against PyTorch, on the spec's inputs and on
-    other sizes along the dynamic axes (catches baked-in sizes); raise if any output differs by
-    more than `tolerance` relative to its scale. Returns the worst relative difference seen."""
+    other sizes along the dynamic axes (its variants: catches baked-in sizes); raise if any
+    output differs by more than `tolerance` relative to its scale. Returns the worst relative
+    difference seen."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -83,7 +86,7 @@ def check_graph(spec: GraphSpec, path: Path, tolerance: float = 1e-4) -> float:
     session = ort.InferenceSession(str(path), sess_options=options,
                                    providers=["CPUExecutionProvider"])
     worst = 0.0
-    for inputs in (spec.inputs, spec.variant):
+    for inputs in (spec.inputs, spec.variant, *spec.more_variants):
         expected_all = spec.run_torch(inputs)
         got_all = session.run(None, {k: v.numpy() for k, v in inputs.items()})
         for name, expected_t, got in zip(spec.outputs, expected_all, got_all, strict=True):

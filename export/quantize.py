@@ -13,11 +13,14 @@ Measured (ViT-B/32 random-weight pack, ORT 1.32, 1 thread, AVX-512 VNNI): int8 r
 fast (s8 activations are ~2× slower: no VNNI path) and dynamic is the more accurate on every graph
 (worst cosine 0.9999 vs 0.9997), so it is what `static` ends up keeping today.
 
-Default graphs (DEFAULT_GRAPHS): the crop encoder (~3/4 of a query's FLOPs), the trunk and the
-masked head. Not by default, measured on the demo pack's synthetic val split: an int8 text tower
-flips 2 of 700 chosen masks for ~8 ms saved per *new* expression (text features are cached);
-an int8 proposer changes the proposals of ~40% of the images (its IoU and stability thresholds
-are sharp cut-offs) and costs 0.3 mIoU. Both can be asked for by name with --graphs.
+Default graphs (DEFAULT_GRAPHS): the trunk and the masked head, which make both the global
+features and the crop encoder (~3/4 of a query's FLOPs: the trunk on the crops, then the head
+with all-ones grids); their calibration entries come from both uses. An older pack's duplicate
+tower `clip_image` is never run, so never quantised. Not by default, measured on the demo pack's
+synthetic val split: an int8 text tower flips 2 of 700 chosen masks for ~8 ms saved per *new*
+expression (text features are cached); an int8 proposer changes the proposals of ~40% of the
+images (its IoU and stability thresholds are sharp cut-offs) and costs 0.3 mIoU. Both can be
+asked for by name with --graphs.
 
 A pack is changed atomically: new graphs are written under hidden names, renamed in place at the
 end, and the manifest is rewritten last; on any failure the pack is left as it was.
@@ -39,7 +42,7 @@ from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import load_pack, sha256_file, write_manifest
 
 PRECISION = "int8"
-DEFAULT_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_image")
+DEFAULT_GRAPHS = ("clip_trunk", "clip_masked_head")
 QUANTISED_OPS = ("MatMul", "Gemm", "Conv")
 KEPT_FP32_OPS = ("LayerNormalization", "Softmax", "Gather", "GatherElements")
 METHODS = ("static", "dynamic")

@@ -6,7 +6,10 @@ proposer decoder sees point prompts on the image grid). So the fp32 pipeline run
 it would at query time, behind a backend wrapper that records the inputs of every call. Big
 batches (K crops, K grid masks, a chunk of point prompts) are split into single rows and kept by
 reservoir sampling, so every graph gets up to `per_graph` entries drawn evenly from all images,
-and memory stays bounded by `per_graph` rows per graph whatever the image count.
+and memory stays bounded by `per_graph` rows per graph whatever the image count. The trunk and the
+masked head serve both branches (the image and its mask grids for f^G; the masked crops and
+all-ones grids for f^L, the crop encoder), so their entries mix both, about one image row per K
+crop rows for the trunk, as the runtime sends them.
 """
 
 from __future__ import annotations
@@ -139,8 +142,10 @@ class RecordingBackend(Backend):
         reservoir = self.samples.get(graph)
         if reservoir is None:
             return
-        batched = [n for n in self.batched[graph] if n in inputs]
-        rows = inputs[batched[0]].shape[0] if batched else 1
+        rows = max((inputs[n].shape[0] for n in self.batched[graph] if n in inputs), default=1)
+        # A batched input of one row among longer ones is broadcast by the graph (one image's
+        # tokens under K masks): it goes whole into every entry, like the unbatched inputs.
+        batched = [n for n in self.batched[graph] if n in inputs and inputs[n].shape[0] == rows]
         shared: Entry | None = None
         for row in range(rows):
             slot = reservoir.slot()

@@ -163,13 +163,20 @@ def _pack(root: Path, verify: bool, problems: list[str]) -> tuple[dict[str, Any]
     manifest = pack.manifest
     size = sum((root / name).stat().st_size for name in manifest.files)
     clip = pack.clip
-    return {"path": str(root), "ok": True,
-            "verified": "sha256 of every file" if verify else "presence only (--no-verify)",
-            "files": len(manifest.files), "megabytes": round(size / 1e6, 1),
-            "precision": manifest.precision,
-            "clip": f"ViT width {clip.width}, {clip.layers} layers, patch {clip.patch_size}, "
-                    f"{clip.image_size} px",
-            "proposer": pack.proposer.family if pack.proposer else None}, pack
+    report = {"path": str(root), "ok": True,
+              "verified": "sha256 of every file" if verify else "presence only (--no-verify)",
+              "files": len(manifest.files), "megabytes": round(size / 1e6, 1),
+              "precision": manifest.precision,
+              "clip": f"ViT width {clip.width}, {clip.layers} layers, patch {clip.patch_size}, "
+                      f"{clip.image_size} px",
+              "proposer": pack.proposer.family if pack.proposer else None}
+    duplicate = pack.duplicate_tower_files()
+    if duplicate:  # runs as it is; not a problem
+        spare = sum((root / name).stat().st_size for name in duplicate)
+        report["slim"] = (f"{', '.join(duplicate)} ({spare / 1e6:.1f} MB) hold the image tower a "
+                          f"second time and are never loaded: `zsris-export migrate {root}` "
+                          "removes them")
+    return report, pack
 
 
 def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) -> dict[str, Any]:

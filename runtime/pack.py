@@ -24,7 +24,12 @@ MANIFEST = "manifest.json"
 # Graph names of DESIGN.md §3; the file of each is `<name>.onnx`. `prop_decoder_image` (the
 # decoder's per-image half) is absent from packs exported before the decoder was split; their
 # `prop_decoder` takes the encoder's outputs directly, and they still run.
-CLIP_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_image", "clip_text")
+CLIP_GRAPHS = ("clip_trunk", "clip_masked_head", "clip_text")
+# The image tower a second time (crops → f^L), in packs exported before the crop encoder became
+# the trunk then the masked head with all-ones grids. Such packs still load (their files are
+# verified like any other) and run; the runtime never loads it, and `zsris-export migrate PACK`
+# removes it (export/pack_migration.py).
+DUPLICATE_TOWER = "clip_image"
 PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder_image", "prop_decoder")
 REQUIRED_PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder")
 
@@ -176,7 +181,8 @@ class Pack:
 
     @property
     def graph_names(self) -> tuple[str, ...]:
-        """The graphs this pack holds: CLIP's four, and the proposer's when it has one."""
+        """The graphs this pack runs: CLIP's three, and the proposer's when it has one (never an
+        older pack's `clip_image`, see DUPLICATE_TOWER)."""
         if self.proposer is None:
             return CLIP_GRAPHS
         return CLIP_GRAPHS + tuple(g for g in PROPOSER_GRAPHS if g in self.manifest.graphs or
@@ -188,9 +194,23 @@ class Pack:
         return precision if precision in variants else "fp32"
 
     def precisions(self) -> list[str]:
-        """fp32 and every precision some graph of the pack has a variant for."""
-        found = {p for g in self.manifest.graphs.values() for p in g.get("variants", {})}
+        """fp32 and every precision some graph the pack runs has a variant for."""
+        found = {p for name in self.graph_names
+                 for p in self.manifest.graphs.get(name, {}).get("variants", {})}
         return ["fp32", *sorted(found - {"fp32"})]
+
+    @property
+    def batched_head(self) -> bool:
+        """Whether `clip_masked_head` takes tokens of any batch (one image's, broadcast over the
+        masks, or one per crop). Heads exported before the pack held one tower take one image's
+        tokens only: the crop encoder then runs the head once per crop (`zsris-export migrate`
+        widens them)."""
+        return head_tokens_batched(self.manifest)
+
+    def duplicate_tower_files(self) -> list[str]:
+        """The files of an older pack's second image tower (see DUPLICATE_TOWER), fp32 and every
+        variant; empty for a pack that holds the tower once."""
+        return duplicate_tower_files(self.manifest)
 
     @property
     def clip(self) -> ClipSettings:
@@ -199,6 +219,26 @@ class Pack:
     @property
     def proposer(self) -> ProposerSettings | None:
         return self.manifest.proposer
+
+
+def head_tokens_batched(manifest: Manifest) -> bool:
+    """True when the manifest declares a symbolic leading axis on the head's `tokens`."""
+    inputs = manifest.graphs.get("clip_masked_head", {}).get("inputs", [])
+    shape = next((spec["shape"] for spec in inputs if spec.get("name") == "tokens"), None)
+    return bool(shape) and isinstance(shape[0], str)
+
+
+def duplicate_tower_files(manifest: Manifest) -> list[str]:
+    """The files the manifest lists for DUPLICATE_TOWER: its graph's files (fp32 and variants),
+    and `clip_image*.onnx` files it lists without a graph entry."""
+    entry = manifest.graphs.get(DUPLICATE_TOWER, {})
+    names = list(entry.get("files", [entry.get("file", f"{DUPLICATE_TOWER}.onnx")])) \
+        if entry else []
+    for variant in entry.get("variants", {}).values():
+        names += variant.get("files", [variant["file"]] if "file" in variant else [])
+    names += [name for name in manifest.files
+              if name.startswith(f"{DUPLICATE_TOWER}.") and name.endswith(".onnx")]
+    return [name for name in dict.fromkeys(names) if name in manifest.files]
 
 
 def load_pack(root: str | os.PathLike[str], verify: bool = True) -> Pack:

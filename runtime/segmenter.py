@@ -1,8 +1,10 @@
 """The split predictor: encode an image once (`Scene`), then query it with any number of
-expressions. Per image: the proposer (when no masks are given), then one trunk call, one
-masked-head call and one crop-encoder call for all K masks; per new expression: one text call for
-s' and its noun phrase together. With `local_top` or `local_bound` the crop encoder is deferred to
-the queries, which encode only the masks they need (runtime/local_pruning.py)."""
+expressions. Per image: the proposer (when no masks are given), then one trunk call and one
+masked-head call for f^G of all K masks, and the crop encoder for f^L — the same two graphs on the
+K masked crops (the trunk on the crops, then the head with all-ones grids: one vision tower in
+the pack); per new expression: one text call for s' and its noun phrase together. With
+`local_top` or `local_bound` the crop encoder is deferred to the queries, which encode only the
+masks they need (runtime/local_pruning.py)."""
 
 from __future__ import annotations
 
@@ -20,13 +22,14 @@ from types import EllipsisType
 import numpy as np
 
 from .backends import Backend, create_backend
+from .backends.base import run_in_chunks
 from .bilinear import resize_bilinear
 from .errors import MaskError, NoMaskError, ZsrisError
 from .image import as_rgb, normalise
 from .local_features import LocalFeatures
 from .local_pruning import choose, validate_local_bound, validate_local_top
-from .maskops import mask_grid, masked_crops, tight_boxes
 from .mask_io import validate_masks
+from .maskops import mask_grid, masked_crops, tight_boxes
 from .pack import CLIP_GRAPHS, ClipSettings, Pack, default_pack, load_pack
 from .proposer import ImageEmbedding, Proposer
 from .proposer.modes import ProposerMode
@@ -207,8 +210,23 @@ class Segmenter:
             crops = masked_crops(xn, masks, boxes, np.asarray(s.fill), s.image_size,
                                  self._crop_buffer(len(masks)))
         with _timed(timings, "crop_encoder"):
-            return self.backend.run_batched("clip_image", {"images": crops}, ("images",),
+            return self.encode_crops(crops)
+
+    def encode_crops(self, crops: np.ndarray) -> np.ndarray:
+        """f^L of K masked crops (K×3×S×S, normalised): the plain CLIP image embedding, as the
+        trunk on the crops, then the masked head with one all-ones grid per crop (a weight of 1
+        changes no token). A head that takes one image's tokens only (packs exported before the
+        pack held one tower) runs once per crop."""
+        g = self.settings.grid
+        tokens = self.backend.run_batched("clip_trunk", {"image": crops}, ("image",),
+                                          release=True)[0]
+        inputs = {"tokens": tokens, "grid_masks": np.ones((len(crops), g, g), dtype=np.float32)}
+        batched = ("tokens", "grid_masks")
+        if self.pack.batched_head:
+            return self.backend.run_batched("clip_masked_head", inputs, batched,
                                             release=True)[0]
+        return run_in_chunks(partial(self.backend.run, "clip_masked_head"), inputs, batched, 1,
+                             release=True)[0]
 
     def _crop_buffer(self, k: int) -> np.ndarray | None:
         """This thread's reused K×3×S×S crop buffer; None (allocate) above CROP_BUFFER_MASKS."""

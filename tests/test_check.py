@@ -48,13 +48,16 @@ def test_graph_figures_measure_the_difference(pack_dir):
     pack = load_pack(pack_dir)
     cpu = create_backend(pack, "cpu")
     rng = np.random.default_rng(1)
-    entry = {"images": rng.standard_normal((3, 3, 224, 224), dtype=np.float32)}
-    exact = compare_graphs(cpu, cpu, {"clip_image": [entry]})["clip_image"]["outputs"][0]
+    entry = {"tokens": rng.standard_normal((3, 50, 64), dtype=np.float32),
+             "grid_masks": np.ones((3, 7, 7), dtype=np.float32)}  # the crop encoder's head
+    exact = compare_graphs(cpu, cpu, {"clip_masked_head": [entry]})
+    exact = exact["clip_masked_head"]["outputs"][0]
     assert exact["max_abs_diff"] == 0 and exact["min_cosine"] == 1.0
     noisy = Noisy(cpu, 0.05)
-    report = compare_graphs(noisy, cpu, {"clip_image": [entry]})["clip_image"]["outputs"][0]
-    want = cpu.run("clip_image", entry)[0].astype(np.float64)
-    got = Noisy(cpu, 0.05).run("clip_image", entry)[0].astype(np.float64)  # same seed, same noise
+    report = compare_graphs(noisy, cpu, {"clip_masked_head": [entry]})
+    report = report["clip_masked_head"]["outputs"][0]
+    want = cpu.run("clip_masked_head", entry)[0].astype(np.float64)
+    got = Noisy(cpu, 0.05).run("clip_masked_head", entry)[0].astype(np.float64)  # same noise
     cosines = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert report["max_abs_diff"] == pytest.approx(np.abs(got - want).max())
     assert report["min_cosine"] == pytest.approx(cosines.min())
@@ -84,7 +87,7 @@ def test_cli_report_and_exit_status(capsys, pack_dir, images):
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["candidate"]["backend"] == "cpu"
-    assert set(report["graphs"]) == {"clip_trunk", "clip_masked_head", "clip_image", "clip_text"}
+    assert set(report["graphs"]) == {"clip_trunk", "clip_masked_head", "clip_text"}
     assert all(o["max_abs_diff"] == 0 for g in report["graphs"].values() for o in g["outputs"])
     assert report["queries"]["queries"] == 6 and report["queries"]["argmax_agreement"] == 1.0
     pruned = main(["check", str(pack_dir), "--images", str(images), "--texts", *TEXTS,

@@ -23,7 +23,7 @@ def test_healthy_pack_loads_on_cpu(capsys, pack_dir):
     code, out = run_doctor(capsys, "--pack", str(pack_dir), "--json")
     report = json.loads(out)
     assert code == 0 and report["problems"] == []
-    assert report["pack"]["ok"] and report["pack"]["files"] == 5
+    assert report["pack"]["ok"] and report["pack"]["files"] == 4  # 3 CLIP graphs + tokenizer
     assert report["onnxruntime"]["loaded_providers"]["CPUExecutionProvider"] == "loads"
     assert report["maskops"]["implementation"] == maskops.implementation()
 
@@ -115,12 +115,12 @@ def test_cached_engines_are_listed_and_auto_picks_trt(capsys, monkeypatch, tmp_p
     install(monkeypatch, "10.3.0")
     monkeypatch.setenv("ZSRIS_ENGINE_CACHE", str(tmp_path))
     trt = TrtBackend(load_pack(pack_dir), precision="fp32")
-    for graph in ("clip_trunk", "clip_masked_head", "clip_image", "clip_text"):
+    for graph in ("clip_trunk", "clip_masked_head", "clip_text"):
         trt.prepare(graph)
     code, out = run_doctor(capsys, "--pack", str(pack_dir), "--json")
     report = json.loads(out)
     assert code == 0 and report["tensorrt"]["usable"] == "yes"
     assert report["tensorrt"]["tensorrt"] == "10.3.0"
-    assert len(report["engines"]) == 4 and all("fp32 (TensorRT 10.3.0" in e
+    assert len(report["engines"]) == 3 and all("fp32 (TensorRT 10.3.0" in e
                                                 for e in report["engines"])
     assert report["backends"] == {"auto_picks": "trt", "passed_over": {}}

@@ -77,9 +77,9 @@ def test_refusals_leave_the_pack_alone(capsys, pack_dir, sam_folders, tmp_path, 
     pack = copy_pack(pack_dir, tmp_path)
     checkpoint = sam_folders["sam"]
     if case == "altered pack":
-        data = bytearray((pack / "clip_image.onnx").read_bytes())
+        data = bytearray((pack / "clip_trunk.onnx").read_bytes())
         data[len(data) // 3] ^= 0xFF
-        (pack / "clip_image.onnx").write_bytes(bytes(data))
+        (pack / "clip_trunk.onnx").write_bytes(bytes(data))
     elif case == "bad checkpoint":
         checkpoint = tmp_path / "junk.pth"
         checkpoint.write_bytes(b"not a checkpoint")
@@ -89,7 +89,7 @@ def test_refusals_leave_the_pack_alone(capsys, pack_dir, sam_folders, tmp_path, 
     assert main(["sam", str(checkpoint), "--pack", str(pack)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("zsris-export: error: ")
-    assert {"altered pack": "clip_image.onnx does not match", "bad checkpoint": "junk.pth",
+    assert {"altered pack": "clip_trunk.onnx does not match", "bad checkpoint": "junk.pth",
             "no pack": "not a folder"}[case] in err[-1]
     if before is not None:
         assert snapshot(pack) == before

@@ -41,8 +41,8 @@ def test_io_binding_gives_the_plain_run_outputs(pack):
     plain = create_backend(pack, "cpu")
     rng = np.random.default_rng(1)
     for graph, inputs in [("clip_text", text_inputs()),
-                          ("clip_image", {"images": rng.standard_normal((2, 3, 224, 224),
-                                                                         dtype=np.float32)})]:
+                          ("clip_trunk", {"image": rng.standard_normal((2, 3, 224, 224),
+                                                                       dtype=np.float32)})]:
         got, want = bound.run(graph, inputs), plain.run(graph, inputs)
         assert len(got) == len(want)
         for a, b in zip(got, want, strict=True):

@@ -26,7 +26,9 @@ TEXTS = ("a red circle", "the big square on the left", "green star", "the small 
 
 
 class CountingBackend(Backend):
-    """Passes every call on, recording the rows each clip_image call was given."""
+    """Passes every call on, recording the rows each crop-encoder call was given: the masked
+    head on crops' tokens, one all-ones grid each (the global call has one image's tokens under
+    K ≥ 2 masks in these tests)."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
@@ -35,8 +37,10 @@ class CountingBackend(Backend):
 
     def run(self, graph: str, inputs: dict[str, np.ndarray], *,
             release: bool = False) -> list[np.ndarray]:
-        if graph == "clip_image":
-            self.image_rows.append(int(inputs["images"].shape[0]))
+        if graph == "clip_masked_head" and \
+                len(inputs["tokens"]) == len(inputs["grid_masks"]) and \
+                bool(np.all(inputs["grid_masks"] == 1)):
+            self.image_rows.append(int(inputs["tokens"].shape[0]))
         return self.inner.run(graph, inputs, release=release)
 
     def prepare(self, graph: str) -> None:
@@ -57,7 +61,7 @@ def tiny(pack_dir: Path) -> Segmenter:
     from zsris_rt.export.local_bound import local_norm_bound
 
     exact = Segmenter.from_pack(pack_dir, threads=1)
-    pack = with_bound(exact.pack, local_norm_bound(pack_dir / "clip_image.onnx"))
+    pack = with_bound(exact.pack, local_norm_bound(pack_dir))
     return Segmenter(pack, CountingBackend(exact.backend), spacy_model=exact.spacy_model)
 
 
@@ -182,7 +186,7 @@ def test_bound_matches_exact_on_the_demo_examples(alpha: float) -> None:
     from zsris_rt.export.local_bound import local_norm_bound
 
     exact = Segmenter.from_pack(DEMO, threads=1, alpha=alpha)
-    pack = with_bound(exact.pack, local_norm_bound(DEMO / "clip_image.onnx"))
+    pack = with_bound(exact.pack, local_norm_bound(DEMO))
     bound = Segmenter(pack, exact.backend, alpha=alpha, local_top=1, local_bound=True,
                       spacy_model=exact.spacy_model)
     used, total = 0, 0
@@ -201,7 +205,8 @@ def test_export_records_the_bound(pack_dir: Path) -> None:
     from zsris_rt.export.local_bound import local_norm_bound
 
     pack = load_pack(pack_dir)
-    assert pack.clip.local_norm_bound == local_norm_bound(pack.graph_path("clip_image"))
+    assert pack.clip.local_norm_bound == local_norm_bound(pack.graph_path("clip_masked_head"))
+    assert local_norm_bound(pack.root / "clip_image.onnx") == pack.clip.local_norm_bound  # old call
 
 
 def test_bad_options_are_refused(tiny: Segmenter, pack_dir: Path, tmp_path: Path) -> None:
@@ -271,7 +276,7 @@ def test_norm_bound_is_the_maximum_of_the_tower_head(pack_dir: Path, tower) -> N
 
     from zsris_rt.export.local_bound import local_norm_bound, read_tower_head, triangle_bound
 
-    bound = local_norm_bound(pack_dir / "clip_image.onnx")
+    bound = local_norm_bound(pack_dir)
     visual = tower.visual
     with torch.no_grad():
         gamma, beta, proj = (t.double() for t in (visual.ln_post.weight, visual.ln_post.bias,
@@ -280,7 +285,7 @@ def test_norm_bound_is_the_maximum_of_the_tower_head(pack_dir: Path, tower) -> N
         centred = torch.eye(width, dtype=torch.float64) - 1.0 / width
         sigma = torch.linalg.matrix_norm(centred @ torch.diag(gamma) @ proj, ord=2)
         triangle = float(sigma * width ** 0.5 + (beta @ proj).norm())
-    assert triangle_bound(read_tower_head(pack_dir / "clip_image.onnx")) == \
+    assert triangle_bound(read_tower_head(pack_dir / "clip_masked_head.onnx")) == \
         pytest.approx(triangle, rel=1e-6)
     found, z = ascent_maximum(visual)
     assert found <= bound * (1 + 1e-9) and bound <= triangle * (1 + 1e-9)
@@ -295,7 +300,7 @@ def test_norm_bound_holds_for_random_inputs(pack_dir: Path, tower) -> None:
 
     from zsris_rt.export.local_bound import local_norm_bound
 
-    bound = local_norm_bound(pack_dir / "clip_image.onnx")
+    bound = local_norm_bound(pack_dir)
     gen = torch.Generator().manual_seed(1)
     size = tower.config.image_size
     norms = []

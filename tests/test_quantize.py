@@ -58,8 +58,8 @@ def tiny_int8(pack_dir: Path, calib: Path, tmp_path_factory: pytest.TempPathFact
     copy = tmp_path_factory.mktemp("quant") / "tiny"
     shutil.copytree(pack_dir, copy)
     # The committed demo pack has int8 graphs already: made again here, text tower included.
-    quantize_pack(copy, [calib], graphs=["clip_trunk", "clip_masked_head", "clip_image",
-                                         "clip_text"], per_graph=16, force=True)
+    quantize_pack(copy, [calib], graphs=["clip_trunk", "clip_masked_head", "clip_text"],
+                  per_graph=16, force=True)
     return copy
 
 
@@ -68,14 +68,15 @@ def demo_int8(calib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = tmp_path_factory.mktemp("quant") / "demo"
     shutil.copytree(DEMO_PACK, copy)
     # The committed demo pack has int8 graphs already: made again here, text tower included.
-    quantize_pack(copy, [calib], graphs=["clip_trunk", "clip_masked_head", "clip_image",
-                                         "clip_text"], per_graph=16, force=True)
+    quantize_pack(copy, [calib], graphs=["clip_trunk", "clip_masked_head", "clip_text"],
+                  per_graph=16, force=True)
     return copy
 
 
 def test_int8_files_are_listed_with_their_sha256_and_the_pack_verifies(tiny_int8: Path) -> None:
     data = json.loads((tiny_int8 / "manifest.json").read_text())
-    for graph in ("clip_trunk", "clip_masked_head", "clip_image", "clip_text"):
+    assert "clip_image" not in data["graphs"]  # one image tower, quantised once
+    for graph in ("clip_trunk", "clip_masked_head", "clip_text"):
         variant = data["graphs"][graph]["variants"]["int8"]
         name = f"{graph}.int8.onnx"
         assert variant["file"] == name and variant["files"] == [name]
@@ -87,7 +88,7 @@ def test_int8_files_are_listed_with_their_sha256_and_the_pack_verifies(tiny_int8
     assert not [p for p in tiny_int8.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("graph", ["clip_image", "clip_text"])
+@pytest.mark.parametrize("graph", ["clip_trunk", "clip_masked_head", "clip_text"])
 def test_layernorm_softmax_and_gathers_stay_fp32(tiny_int8: Path, graph: str) -> None:
     _assert_kept_fp32(onnx.load(str(tiny_int8 / f"{graph}.int8.onnx")))
 
@@ -157,7 +158,7 @@ def test_refusals_are_one_line_and_leave_the_pack_unchanged(tiny_int8: Path, cal
                                                            tmp_path: Path) -> None:
     tampered = tmp_path / "tampered"
     shutil.copytree(tiny_int8, tampered)
-    with open(tampered / "clip_image.onnx", "ab") as handle:
+    with open(tampered / "clip_trunk.onnx", "ab") as handle:
         handle.write(b"\0")
     unreadable = tmp_path / "bad"
     unreadable.mkdir()
@@ -170,7 +171,7 @@ def test_refusals_are_one_line_and_leave_the_pack_unchanged(tiny_int8: Path, cal
     for pack, images, error, words in cases:
         before = _listing(pack)
         with pytest.raises(error) as caught:
-            quantize_pack(pack, images, graphs=["clip_image"])
+            quantize_pack(pack, images, graphs=["clip_trunk"])
         assert words in str(caught.value) and "\n" not in str(caught.value)
         assert _listing(pack) == before
     fresh = tmp_path / "fresh"
@@ -218,7 +219,11 @@ def test_collected_inputs_have_the_declared_shapes_and_dtypes(calib: Path) -> No
                 assert array.ndim == len(spec["shape"])
                 for size, want in zip(array.shape, spec["shape"], strict=True):
                     assert size == want if isinstance(want, int) else size >= 1
-    assert len(recorded["clip_trunk"]) == 2 and len(recorded["clip_image"]) == 8
+    # The trunk and the head serve the crop encoder too: their entries are not only the two
+    # images' own (trunk) and their masks' grids (head), but crops and all-ones grids as well.
+    assert len(recorded["clip_trunk"]) == 8 and len(recorded["clip_masked_head"]) == 8
+    ones = [bool(np.all(e["grid_masks"] == 1)) for e in recorded["clip_masked_head"]]
+    assert any(ones) and not all(ones)
 
 
 def test_a_variant_onnx_runtime_cannot_run_counts_as_failed(pack_dir: Path, calib: Path,

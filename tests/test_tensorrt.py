@@ -71,10 +71,12 @@ def test_every_dynamic_axis_has_a_profile(fake: FakeGpu, pack_dir: Path, demo,
                                           tmp_path: Path) -> None:
     tiny = load_pack(pack_dir)
     s, g, ctx = tiny.clip.image_size, tiny.clip.grid, tiny.clip.context_length
+    t, d = tiny.clip.tokens, tiny.clip.width
+    # The trunk and the head serve the crop encoder too: up to max-masks crops, one grid each.
     expected = {
-        "clip_trunk": {"image": [[1, 3, s, s]] * 3},
-        "clip_masked_head": {"grid_masks": [[1, g, g], [32, g, g], [128, g, g]]},
-        "clip_image": {"images": [[1, 3, s, s], [32, 3, s, s], [128, 3, s, s]]},
+        "clip_trunk": {"image": [[1, 3, s, s], [32, 3, s, s], [128, 3, s, s]]},
+        "clip_masked_head": {"tokens": [[1, t, d], [32, t, d], [128, t, d]],
+                             "grid_masks": [[1, g, g], [32, g, g], [128, g, g]]},
         "clip_text": {"ids": [[1, 2], [2, 16], [8, ctx]], "end_index": [[1], [2], [8]]},
     }
     trt = backend(tiny, tmp_path / "tiny")
@@ -85,7 +87,7 @@ def test_every_dynamic_axis_has_a_profile(fake: FakeGpu, pack_dir: Path, demo,
         assert header["profiles"] == [profile]
         dynamic = {io["name"] for io in header["io"] if io["mode"] == "INPUT" and -1 in io["shape"]}
         assert dynamic == set(profile)
-    assert trt.max_batch("clip_image") == 128
+    assert trt.max_batch("clip_trunk") == trt.max_batch("clip_masked_head") == 128
     demo_trt = backend(demo, tmp_path / "demo")
     demo_trt.prepare("prop_decoder")
     assert fake.builds[-1]["profiles"] == [{"points": [[1, 1, 2], [64, 1, 2], [64, 1, 2]],
@@ -108,10 +110,12 @@ def test_a_missing_profile_fails_the_build(fake: FakeGpu, demo, tmp_path: Path,
 
 
 def test_max_masks_and_bad_axes(demo) -> None:
-    assert graph_profile(demo, "clip_image", max_masks=8)["images"] == (
+    assert graph_profile(demo, "clip_trunk", max_masks=8)["image"] == (
         (1, 3, 224, 224), (8, 3, 224, 224), (8, 3, 224, 224))
+    assert graph_profile(demo, "clip_masked_head", max_masks=8)["tokens"] == (
+        (1, 50, 64), (8, 50, 64), (8, 50, 64))
     with pytest.raises(ZsrisError, match="max_masks"):
-        graph_profile(demo, "clip_image", max_masks=0)
+        graph_profile(demo, "clip_trunk", max_masks=0)
 
 
 def _onnx_file(path: Path, nodes: list, inputs: list, outputs: list, weights: list) -> Path:
@@ -264,8 +268,8 @@ def test_engine_key_of_a_pack(fake10: FakeGpu, demo, tmp_path: Path) -> None:
     assert key.onnx_sha256 == hashlib.sha256((DEMO / "clip_text.onnx").read_bytes()).hexdigest()
     assert (key.tensorrt, key.gpu, key.compute_capability) == ("10.3.0",
                                                                "NVIDIA H100 80GB HBM3", "9.0")
-    assert backend(demo, tmp_path, max_masks=64).key("clip_image").digest != \
-        trt.key("clip_image").digest
+    assert backend(demo, tmp_path, max_masks=64).key("clip_trunk").digest != \
+        trt.key("clip_trunk").digest
 
 
 def test_a_cached_plan_is_reused(fake10: FakeGpu, demo, tmp_path: Path) -> None:
@@ -291,7 +295,7 @@ def test_a_cached_plan_is_reused(fake10: FakeGpu, demo, tmp_path: Path) -> None:
     listed = {(e["graph"], e["precision"]) for e in cached_engines(demo, tmp_path)}
     assert listed == {("clip_text", "fp16"), ("clip_masked_head", "fp16")}
     assert set(engines_missing(demo, "fp16", tmp_path)) == \
-        {"clip_trunk", "clip_image", "prop_encoder", "prop_decoder_image", "prop_decoder"}
+        {"clip_trunk", "prop_encoder", "prop_decoder_image", "prop_decoder"}
 
 
 def test_an_engine_of_another_masks_profile_is_found(fake10: FakeGpu, demo,
@@ -300,15 +304,15 @@ def test_an_engine_of_another_masks_profile_is_found(fake10: FakeGpu, demo,
     and `auto` use that engine instead of building one of the default profile."""
     from zsris_rt.backends.tensorrt import engines_missing
 
-    backend(demo, tmp_path, max_masks=64).prepare("clip_image")
+    backend(demo, tmp_path, max_masks=64).prepare("clip_trunk")
     assert len(fake10.builds) == 1
-    assert "clip_image" not in engines_missing(demo, "fp32", tmp_path)
-    assert "clip_image" in engines_missing(demo, "fp32", tmp_path, max_masks=128)
+    assert "clip_trunk" not in engines_missing(demo, "fp32", tmp_path)
+    assert "clip_trunk" in engines_missing(demo, "fp32", tmp_path, max_masks=128)
     runtime = backend(demo, tmp_path, build_missing=False)
-    runtime.prepare("clip_image")
-    assert len(fake10.builds) == 1 and runtime.max_batch("clip_image") == 64
-    with pytest.raises(ZsrisError, match="no fp32 TensorRT engine of clip_image"):
-        backend(demo, tmp_path, max_masks=128, build_missing=False).prepare("clip_image")
+    runtime.prepare("clip_trunk")
+    assert len(fake10.builds) == 1 and runtime.max_batch("clip_trunk") == 64
+    with pytest.raises(ZsrisError, match="no fp32 TensorRT engine of clip_trunk"):
+        backend(demo, tmp_path, max_masks=128, build_missing=False).prepare("clip_trunk")
 
 
 def _plan_with_version(plan: bytes, version: str) -> bytes:
@@ -356,7 +360,20 @@ def test_chunks_above_the_profile_max_match_onnxruntime(fake: FakeGpu, demo,
                                rtol=0, atol=1e-6)
     runs = executions(fake, "clip_masked_head.onnx")
     assert [r["shapes"]["grid_masks"][0] for r in runs] == [4, 4, 2]
-    assert all(r["shapes"]["tokens"] == (1, 50, 64) for r in runs)
+    assert all(r["shapes"]["tokens"] == (1, 50, 64) for r in runs)  # one image's, whole
+    # The crop encoder's head: one row of tokens per grid, chunked together.
+    crops = {"tokens": rng.normal(size=(10, 50, 64)).astype(np.float32),
+             "grid_masks": np.ones((10, 7, 7), dtype=np.float32)}
+    np.testing.assert_allclose(trt.run("clip_masked_head", crops)[0],
+                               ort_run(DEMO / "clip_masked_head.onnx", crops)[0],
+                               rtol=0, atol=1e-6)
+    runs = executions(fake, "clip_masked_head.onnx")[3:]
+    assert [(r["shapes"]["tokens"][0], r["shapes"]["grid_masks"][0]) for r in runs] == \
+        [(4, 4), (4, 4), (2, 2)]
+    images = {"image": rng.normal(size=(6, 3, 224, 224)).astype(np.float32)}
+    np.testing.assert_allclose(trt.run("clip_trunk", images)[0],
+                               ort_run(DEMO / "clip_trunk.onnx", images)[0], rtol=0, atol=1e-5)
+    assert [r["shapes"]["image"][0] for r in executions(fake, "clip_trunk.onnx")] == [4, 2]
 
     ids = rng.integers(1, 608, size=(11, 9))
     ids[:, 0], end = 608, rng.integers(1, 9, size=11)
@@ -426,11 +443,45 @@ def test_segmenter_on_trt_matches_the_cpu_backend(fake10: FakeGpu, demo, tmp_pat
         assert got.index == want.index
         np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-4)
     assert {e["source"] for e in fake10.executions} == {f"{g}.onnx" for g in (
-        "clip_trunk", "clip_masked_head", "clip_image", "clip_text", "prop_encoder",
+        "clip_trunk", "clip_masked_head", "clip_text", "prop_encoder",
         "prop_decoder_image", "prop_decoder")}
+    crops = [e["shapes"]["image"][0] for e in executions(fake10, "clip_trunk.onnx")]
+    assert crops == [1, len(cpu_scene.masks)]  # the image, then its crops in one call
     described = trt.backend.describe()
     assert described["backend"] == "trt" and described["compute_capability"] == "9.0"
     assert set(described["engines"]) == set(demo.manifest.graphs)
+
+
+def test_crop_encoder_on_trt_in_chunks_and_on_an_old_pack(fake10: FakeGpu, pack_dir: Path,
+                                                          clip_folder: Path,
+                                                          tmp_path: Path) -> None:
+    """More masks than the engines' max: the trunk takes the crops and the head their tokens
+    (all-ones grids) in chunks, and the global head one image's tokens under each chunk of
+    grids. An old pack (clip_image beside a head of one image's tokens) runs its crops through
+    the head one by one and never builds an engine of clip_image."""
+    from legacy_pack import make_two_tower_pack
+
+    from conftest import random_scene
+    from zsris_rt.segmenter import Segmenter
+
+    image, masks = random_scene(np.random.default_rng(4), 60, 80, 7)
+    pack = load_pack(pack_dir)
+    old = load_pack(make_two_tower_pack(pack_dir, clip_folder, tmp_path / "old", int8=False))
+    cpu = Segmenter(pack, OrtBackend(pack, threads=1))
+    want = cpu.query(cpu.encode_image(image, masks), "a red circle")
+    for which, max_masks in ((pack, 3), (old, 128)):
+        trt = Segmenter(which, backend(which, tmp_path / "cache", max_masks=max_masks))
+        got = trt.query(trt.encode_image(image, masks), "a red circle")
+        assert got.index == want.index
+        np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-4)
+    shapes = [(r["shapes"]["tokens"][0], r["shapes"]["grid_masks"][0])
+              for r in executions(fake10, "clip_masked_head.onnx")]
+    assert shapes[:6] == [(1, 3), (1, 3), (1, 1), (3, 3), (3, 3), (1, 1)]
+    assert shapes[6:] == [(1, 7)] + [(1, 1)] * 7  # the old head: one crop per call
+    assert [r["shapes"]["image"][0] for r in executions(fake10, "clip_trunk.onnx")] == \
+        [1, 3, 3, 1, 1, 7]
+    assert not executions(fake10, "clip_image.onnx")
+    assert not [b for b in fake10.builds if b["source"] == "clip_image.onnx"]
 
 
 # ------------------------------------------------------------------------ CUDA, availability
@@ -582,6 +633,13 @@ def test_real_tensorrt_matches_onnxruntime(demo, tmp_path: Path) -> None:
               "grid_masks": rng.random((11, 7, 7), dtype=np.float32)}
     np.testing.assert_allclose(trt.run("clip_masked_head", inputs)[0],
                                ort_run(DEMO / "clip_masked_head.onnx", inputs)[0],
+                               rtol=0, atol=1e-3)
+    # The same engine on the crop encoder's inputs: a batch of tokens, one all-ones grid each
+    # (one image's tokens above are broadcast over the grids at run time).
+    crops = {"tokens": rng.normal(size=(11, 50, 64)).astype(np.float32),
+             "grid_masks": np.ones((11, 7, 7), dtype=np.float32)}
+    np.testing.assert_allclose(trt.run("clip_masked_head", crops)[0],
+                               ort_run(DEMO / "clip_masked_head.onnx", crops)[0],
                                rtol=0, atol=1e-3)
     text = {"ids": np.array([[608, 5, 6, 609], [608, 7, 609, 0]]), "end_index": np.array([3, 2])}
     np.testing.assert_allclose(trt.run("clip_text", text)[0],

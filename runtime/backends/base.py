@@ -59,14 +59,17 @@ def run_in_chunks(run: Callable[..., list[np.ndarray]], inputs: dict[str, np.nda
                   release: bool = False) -> list[np.ndarray]:
     """`run(inputs, release=...)` over the leading axis of the `batched` inputs in chunks of at
     most `limit` rows (one call when there is no limit or no batched input); the other inputs go
-    whole to every chunk; `release` reaches the last chunk only; outputs concatenated."""
-    total = inputs[batched[0]].shape[0] if batched else 0
+    whole to every chunk, and so does a batched input of one row when others have more (it is
+    broadcast by the graph: one image's tokens under K masks); `release` reaches the last chunk
+    only; outputs concatenated."""
+    total = max((inputs[name].shape[0] for name in batched), default=0)
     if limit is None or total <= limit:
         return run(inputs, release=release)
     parts = []
     for start in range(0, total, limit):
         chunk = dict(inputs)
         for name in batched:
-            chunk[name] = inputs[name][start:start + limit]
+            if inputs[name].shape[0] == total:
+                chunk[name] = inputs[name][start:start + limit]
         parts.append(run(chunk, release=release and start + limit >= total))
     return [np.concatenate(outputs) for outputs in zip(*parts, strict=True)]

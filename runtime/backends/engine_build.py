@@ -2,9 +2,11 @@
 
 Optimisation profile (min / opt / max of every dynamic axis, from the manifest's symbolic shapes;
 what the runtime really sends, see segmenter.py and proposer.py):
-- `masks` (clip_masked_head grid masks, clip_image crops): 1 / 32 / `max_masks` (default 128);
-  more masks than that are split into chunks by the backend, never refused.
-- clip_trunk `batch`: 1 / 1 / 1 (one image per call).
+- `masks` (clip_masked_head grid masks): 1 / 32 / `max_masks` (default 128); more masks than
+  that are split into chunks by the backend, never refused.
+- clip_trunk `batch` (the image, or the K masked crops of the crop encoder) and clip_masked_head
+  `batch` (its tokens: one image's, broadcast over the masks, or one per crop): 1 / 32 /
+  `max_masks`, chunked alike (a one-row input goes whole to every chunk).
 - clip_text `batch`: 1 / 2 / 8 (an expression and its noun phrase, or just one when equal);
   `length`: 2 / 16 / context_length (ids are cut after the longest end token: start + end is 2).
 - prop_decoder `prompts`: 1 / points_per_batch / points_per_batch (one chunk of the point grid;
@@ -46,10 +48,8 @@ LAYERNORM_CHAIN = 6
 
 def axis_range(pack: Pack, graph: str, axis: str, max_masks: int) -> tuple[int, int, int]:
     """(min, opt, max) of the symbolic axis `axis` of `graph`; see the module docstring."""
-    if axis == "masks":
+    if axis == "masks" or (graph in ("clip_trunk", "clip_masked_head") and axis == "batch"):
         return 1, min(MASKS_OPT, max_masks), max_masks
-    if graph == "clip_trunk" and axis == "batch":
-        return 1, 1, 1
     if graph == "clip_text" and axis == "batch":
         return TEXT_BATCH
     if graph == "clip_text" and axis == "length":

@@ -86,17 +86,47 @@ def graph_flops(model: Any, dims: dict[str, int], scratch: Path) -> Json:
     return count_flops(SymbolicShapeInference.infer_shapes(optimised))
 
 
+# The crop encoder's key: the graph that encoded the crops while packs held the image tower
+# twice. A pack that holds it once encodes them with the trunk (batch = the crops) and then the
+# masked head (one all-ones grid per crop); its FLOPs are counted as that sum, under this key.
+CROP_ENCODER = "clip_image"
+# Axes a count may leave out: the head's tokens are one image's on the global path.
+IMPLIED_DIMS = {"clip_masked_head": {"batch": 1}}
+
+
 def count_pack_flops(spec: Json) -> Json:
-    """Worker: spec["counts"] = {graph: {key: dims}} → {graph: {"parameters", key: counted}}."""
+    """Worker: spec["counts"] = {graph: {key: dims}} → {graph: {"parameters", key: counted}}.
+    CROP_ENCODER's dims are {"masks": crops}, whichever graphs encode the crops."""
     import numpy as np
     import onnx
 
+    pack = Path(spec["pack"])
     scratch = Path(spec["result"]).with_suffix(".optimised.onnx")
+    models: dict[str, Any] = {}
+
+    def model(graph: str) -> Any:
+        if graph not in models:
+            models[graph] = onnx.load(str(pack / f"{graph}.onnx"))
+        return models[graph]
+
+    def parameters(*graphs: str) -> int:
+        return sum(int(np.prod(t.dims)) for g in graphs for t in model(g).graph.initializer)
+
+    def counted(graph: str, dims: dict[str, int]) -> Json:
+        return graph_flops(model(graph), {**IMPLIED_DIMS.get(graph, {}), **dims}, scratch)
+
     out: Json = {}
     for graph, runs in spec["counts"].items():
-        model = onnx.load(str(Path(spec["pack"]) / f"{graph}.onnx"))
-        out[graph] = {"parameters": sum(int(np.prod(t.dims)) for t in model.graph.initializer),
-                      **{key: graph_flops(model, dims, scratch) for key, dims in runs.items()}}
+        if graph == CROP_ENCODER and not (pack / f"{graph}.onnx").is_file():
+            out[graph] = {"parameters": parameters("clip_trunk", "clip_masked_head")}
+            for key, dims in runs.items():
+                crops = dims["masks"]
+                parts = [counted("clip_trunk", {"batch": crops}),
+                         counted("clip_masked_head", {"batch": crops, "masks": crops})]
+                out[graph][key] = {name: sum(p[name] for p in parts) for name in parts[0]}
+            continue
+        out[graph] = {"parameters": parameters(graph),
+                      **{key: counted(graph, dims) for key, dims in runs.items()}}
     return out
 
 
