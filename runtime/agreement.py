@@ -143,7 +143,7 @@ def compare_queries(candidate: Segmenter, reference: Segmenter, queries: Sequenc
                 score_diff = max(score_diff, abs(r.score - float(c.scores[r.index])))
         if progress is not None:
             progress(f"image {number}/{len(queries)}: {same}/{total} choices agree so far")
-    report = {"queries": total, "argmax_agreement": same / total if total else None,
+    report: dict[str, Any] = {"queries": total, "argmax_agreement": same / total if total else None,
               "max_score_diff_of_exact_choice": score_diff,
               "chosen_mask_iou": {"mean": float(np.mean(ious)) if ious else None,
                                   "share_at_least_0.9": float(np.mean(np.array(ious) >= MATCH_IOU))

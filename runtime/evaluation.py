@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,7 +139,7 @@ class Evaluator:
     """Per-image work: ground truth, proposals, one scene, one query per sentence."""
 
     def __init__(self, seg: Segmenter, data: ReferDataset, images: Path, gt_proposals: bool,
-                 overrides: dict[str, object]) -> None:
+                 overrides: dict[str, Any]) -> None:
         self.seg, self.data, self.images = seg, data, images
         self.gt_proposals, self.overrides = gt_proposals, overrides
         self.image_ms: list[float] = []
@@ -187,7 +188,7 @@ class Evaluator:
         return rows
 
 
-def mean_or_none(values: list[float]) -> float | None:
+def mean_or_none(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 

@@ -19,6 +19,7 @@ import json
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -239,23 +240,40 @@ def _ranked(obj: SceneObject, group: list[SceneObject], side: str, rank: int,
     return sum(g > 0 for g in gaps) == rank and all(abs(g) >= margin for g in gaps)
 
 
+# The tests an Expression states, `holds(o, strict)` once their first arguments are bound.
+def _names(phrase: NounPhrase, obj: SceneObject, strict: bool) -> bool:
+    return phrase.matches(obj)
+
+
+def _nth_from(phrase: NounPhrase | None, group: list[SceneObject], side: str, rank: int,
+              margin: float, obj: SceneObject, strict: bool) -> bool:
+    return (phrase is None or phrase.matches(obj)) and \
+        _ranked(obj, group, side, rank, margin if strict else 0)
+
+
+def _related(phrase: NounPhrase, anchor: SceneObject, relation: str, margin: float,
+             obj: SceneObject, strict: bool) -> bool:
+    if not phrase.matches(obj):
+        return False
+    return offset(obj, anchor, relation) >= margin if strict else offset(obj, anchor, relation) > 0
+
+
 def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> list[Expression]:
     """Every sentence the generator can say about `obj`, true or not."""
     margin = MARGIN * min(obj.mask.shape)
     full = dataset == "refcocog"
     phrases = phrases_of(obj, full)
     s = obj.shape
-    out = [Expression(f"the {p}", "attribute", lambda o, _, p=p: p.matches(o)) for p in phrases]
+    out = [Expression(f"the {p}", "attribute", partial(_names, p)) for p in phrases]
     if not full:
         bare = NounPhrase(s.kind, s.colour)
-        out.append(Expression(str(bare), "attribute", lambda o, _: bare.matches(o)))
+        out.append(Expression(str(bare), "attribute", partial(_names, bare)))
     if dataset == "refcoco+":
         return out
     everything = phrases[-1]
     for side in ("left", "right"):
-        out.append(Expression(
-            f"the {everything} on the {side}", "position",
-            lambda o, strict, side=side: _ranked(o, scene, side, 0, margin if strict else 0)))
+        out.append(Expression(f"the {everything} on the {side}", "position",
+                              partial(_nth_from, None, scene, side, 0, margin)))
     targets = phrases if full else phrases[:2]
     for p in targets:
         group = [o for o in scene if p.matches(o)]
@@ -263,9 +281,8 @@ def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> lis
         for side, rank in ((side, rank) for side in ("left", "right") for rank in ranks):
             text = (f"the {side}most {p}" if rank == 0 else
                     f"the {ORDINALS[rank - 1]} {p} from the {side}")
-            out.append(Expression(text, "ordinal", lambda o, strict, p=p, g=group, side=side,
-                                  rank=rank: p.matches(o) and _ranked(
-                                      o, g, side, rank, margin if strict else 0)))
+            out.append(Expression(text, "ordinal",
+                                  partial(_nth_from, p, group, side, rank, margin)))
     for anchor in scene:
         anchor_name = shortest_name(anchor, scene)
         if anchor is obj or anchor_name is None:
@@ -273,10 +290,8 @@ def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> lis
         for relation in RELATIONS:
             words = f"to the {relation}" if full and relation.endswith("of") else relation
             for p in targets:
-                out.append(Expression(
-                    f"the {p} {words} the {anchor_name}", "relation",
-                    lambda o, strict, p=p, a=anchor, r=relation: p.matches(o) and (
-                        offset(o, a, r) >= margin if strict else offset(o, a, r) > 0)))
+                out.append(Expression(f"the {p} {words} the {anchor_name}", "relation",
+                                      partial(_related, p, anchor, relation, margin)))
     return out
 
 

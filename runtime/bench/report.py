@@ -444,8 +444,8 @@ def write_plot(report: Json, path: Path) -> str:
         clip = report[side].get("clip")
         if clip is None:
             continue
-        ks = [int(k) for k in clip["ks"]]
-        over_k.plot(ks, [r["latency_ms"]["median"] for r in clip["ks"].values()], "o-",
+        k_values = [int(k) for k in clip["ks"]]
+        over_k.plot(k_values, [r["latency_ms"]["median"] for r in clip["ks"].values()], "o-",
                     label=side)
         ns = [int(n) for n in clip["expressions"]]
         over_n.plot(ns, [r["latency_ms"]["median"] for r in clip["expressions"].values()], "o-",

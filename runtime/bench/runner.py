@@ -284,7 +284,7 @@ class Bench:
     def crop_counts(self) -> list[int]:
         """Every number of crops a mode encodes at some K (the bound's varies: its runs say)."""
         counts = {parse_mode(m).local_crops(k) for m in self.cfg.modes for k in self.cfg.ks}
-        return sorted(counts - {None})
+        return sorted(c for c in counts if c is not None)
 
     def flops(self, pack: Path, manifest: Json, options: Json | None) -> None:
         """FLOPs of each graph at the run's shapes (needs onnx), and the floors derived."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backends import BACKENDS, PRECISIONS
 from ..errors import ZsrisError
@@ -74,7 +74,7 @@ def add_proposer_mode(parser: argparse.ArgumentParser | argparse._ArgumentGroup)
 
 
 def proposer_overrides(args: argparse.Namespace, masks_given: bool, given_as: str
-                       ) -> dict[str, object]:
+                       ) -> dict[str, Any]:
     """The proposer options set on the command line; refused when masks are given instead."""
     overrides = {name: getattr(args, name) for name, _, _ in PROPOSER_OPTIONS
                  if getattr(args, name) is not None}

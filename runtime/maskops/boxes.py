@@ -10,8 +10,8 @@ def tight_boxes(masks: np.ndarray) -> np.ndarray:
     k, h, w = masks.shape
     if masks.size == 0:
         return np.zeros((k, 4), dtype=np.int64)
-    cols = masks.any(axis=1)  # K×W
-    rows = masks.any(axis=2)  # K×H
+    cols = np.asarray(masks.any(axis=1))  # K×W
+    rows = np.asarray(masks.any(axis=2))  # K×H
     boxes = np.stack(
         [
             cols.argmax(axis=1),

@@ -5,6 +5,8 @@ bits per character (48 + bits, 0x20 while more follow, 0x10 of the last group th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..errors import MaskError
@@ -68,7 +70,7 @@ def _decompress(counts: bytes, pixels: int) -> list[int]:
     return runs
 
 
-def rle_decode(counts: list[bytes | str], height: int, width: int) -> np.ndarray:
+def rle_decode(counts: Sequence[bytes | str], height: int, width: int) -> np.ndarray:
     """K compressed counts strings of H×W masks → K×H×W bool; each must cover H·W exactly."""
     pixels = height * width
     out = np.empty((len(counts), height, width), dtype=bool)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
+from typing import Any, cast
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def generator_options(defaults: GeneratorDefaults, overrides: dict[str, object]
     if unknown:
         raise TypeError(f"unknown proposer option(s) {', '.join(unknown)}; "
                         f"known: {', '.join(known)}")
-    options = replace(defaults, **overrides)
+    options = replace(defaults, **cast(dict[str, Any], overrides))  # checked below
     for name in ("points_per_side", "points_per_batch"):
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
