@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zsris_rt.agreement import row_agreement
 from zsris_rt.calibration import Entry, collect_graph_inputs, list_images
 from zsris_rt.errors import ZsrisError
 from zsris_rt.pack import load_pack, sha256_file, write_manifest
@@ -102,11 +103,7 @@ def output_cosine(reference: Path, candidate: Path, entries: list[Entry],
     ref, cand = _session(reference, threads), _session(candidate, threads)
     values = []
     for entry in entries:
-        a = ref.run(None, entry)[0].astype(np.float64)
-        b = cand.run(None, entry)[0].astype(np.float64)
-        a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-        norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-        values.extend((a * b).sum(axis=1) / np.maximum(norms, 1e-30))
+        values.extend(row_agreement(cand.run(None, entry)[0], ref.run(None, entry)[0]))
     return float(np.min(values)), float(np.mean(values))
 
 
