@@ -1,7 +1,7 @@
 """`zsris-export`: checkpoints → model packs. This module only parses the command line and calls
 the pipeline it names, each a function of a typed config (clip_pack, sam_pack, demo_pack, engines,
-quantize, random_checkpoint); a pipeline is imported only when run, so `engines` and `quantize`
-never import PyTorch (a Jetson often has none).
+quantize, pack_migration, random_checkpoint); a pipeline is imported only when run, so
+`engines`, `quantize` and `migrate` never import PyTorch (a Jetson often has none).
 
     zsris-export clip CHECKPOINT --out PACK      CLIP (OpenAI .pt, HF folder, open_clip) → pack
     zsris-export sam CHECKPOINT --pack PACK     add a proposer (SAM .pth, HF SAM / SAM 2) to a pack
@@ -10,6 +10,7 @@ never import PyTorch (a Jetson often has none).
     zsris-export random-sam --out PATH          a random-weight SAM / SAM 2 to try things on
     zsris-export quantize PACK --calib IMAGES   int8 graphs for ONNX Runtime, beside the fp32 ones
     zsris-export engines PACK --precision P     TensorRT engines for `--backend trt`
+    zsris-export migrate PACK                   an older pack: drop its second image tower
 """
 
 from __future__ import annotations
@@ -123,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
     rnd.add_argument("--seed", type=int, default=0)
     _add_engines(sub)
     _add_quantize(sub)
+    migrate = sub.add_parser(
+        "migrate", help="make an older pack hold the CLIP image tower once (no torch)",
+        description="Packs exported before zsris-rt 0.1's single-tower layout hold the CLIP "
+                    "image tower twice (clip_image beside clip_trunk + clip_masked_head). They "
+                    "still run as they are; this drops clip_image (and its int8 variant) in "
+                    "place, after checking that the crop encoder left gives its features, and "
+                    "rewrites the manifest. A pack already migrated is left untouched.")
+    migrate.add_argument("pack", help="pack folder (verified first)")
     return parser
 
 
@@ -246,6 +255,15 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    from .pack_migration import drop_duplicate_tower
+
+    say = progress_printer()
+    removed = drop_duplicate_tower(args.pack, say)
+    say(f"done   {args.pack}" + (f": removed {', '.join(removed)}" if removed else ""))
+    return 0
+
+
 def _engines(args: argparse.Namespace) -> int:
     from .engines import EnginesConfig, build_engines
 
@@ -261,7 +279,7 @@ def _engines(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "clip": _clip, "sam": _sam, "demo": _demo, "random-clip": _random_clip,
-    "random-sam": _random_sam, "quantize": _quantize, "engines": _engines}
+    "random-sam": _random_sam, "quantize": _quantize, "engines": _engines, "migrate": _migrate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -174,18 +174,24 @@ def test_migration_refusals_are_one_line_and_leave_the_pack_unchanged(
     assert all("\n" not in str(e) for e in errors)
 
 
-def test_migration_is_torch_free(legacy: Path, tmp_path: Path) -> None:
+def test_migrate_command_is_torch_free(legacy: Path, tmp_path: Path) -> None:
+    """`zsris-export migrate PACK` through the export CLI's entry point, without torch."""
     copy = shutil.copytree(legacy, tmp_path / "pack")
     probe = ("import sys\n"
-             "from zsris_rt.export.pack_migration import drop_duplicate_tower\n"
-             f"removed = drop_duplicate_tower({str(copy)!r})\n"
+             "from zsris_rt.export.cli import main\n"
+             "code = main(sys.argv[1:])\n"
              "loaded = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]\n"
              "assert not loaded, loaded\n"
-             "print(' '.join(removed))\n")
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                          timeout=300)
+             "sys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", probe, "migrate", str(copy)],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == TOWER
+    assert f"removed {', '.join(TOWER)}" in done.stderr
+    assert not [name for name in TOWER if (copy / name).exists()]
+    missing = subprocess.run([sys.executable, "-c", probe, "migrate", str(tmp_path / "nowhere")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert missing.stderr.startswith("zsris-export migrate: error:")
 
 
 def test_doctor_says_an_old_pack_can_be_slimmed(pack_dir: Path, legacy: Path) -> None:
