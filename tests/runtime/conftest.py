@@ -74,9 +74,9 @@ def demo_copy(tmp_path: Path, demo_pack) -> Path:
 
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny `zsris-rt synth` dataset (4 images, one per refcoco split), made once."""
+    """A small `zsris-rt synth` dataset (8 images, two per refcoco split), made once."""
     from zsris_rt.synthetic_refer import write_synthetic_refer
 
     root = tmp_path_factory.mktemp("synth")
-    write_synthetic_refer(root, "refcoco", images=4, seed=3)
+    write_synthetic_refer(root, "refcoco", images=8, seed=3)
     return root
