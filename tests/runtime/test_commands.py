@@ -20,7 +20,8 @@ import pytest
 from pycocotools import mask as coco_mask
 
 import zsris_rt.segmenter as segmenter_module
-from zsris_rt.commands import exit_codes
+from zsris_rt.commands import bench, check, doctor, exit_codes, segment, synth
+from zsris_rt.commands import eval as eval_command
 from zsris_rt.commands.main import COMMANDS, main
 from zsris_rt.commands.options import PROPOSER_OPTIONS, proposer_overrides
 from zsris_rt.errors import MaskError, NoMaskError, ZsrisError
@@ -318,6 +319,19 @@ def test_module_entry_help_lists_every_command():
     for name in COMMANDS:
         assert f"zsris-rt {name}" in done.stdout
     assert "Exit status: 0 on success, 2 on bad input" in done.stdout
+
+
+def test_each_command_module_parses_its_own_options(capsys):
+    for module, prog in ((bench, "zsris-rt bench"), (check, "zsris-rt check"),
+                         (doctor, "zsris-rt doctor"), (eval_command, "zsris-rt eval"),
+                         (synth, "zsris-rt synth")):
+        assert module.build_parser().prog == prog
+    assert segment.build_parser({"x": "y"}).prog == "zsris-rt"
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.startswith(f"usage: zsris-rt {name}")
 
 
 def test_proposer_options_match_the_generator_and_are_refused_with_masks():
