@@ -71,7 +71,8 @@ class ClipSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClipSettings:
         known = {f for f in cls.__dataclass_fields__}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items() if k in known}
         return cls(**values)
 
 
@@ -116,7 +117,8 @@ class ProposerSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProposerSettings:
         known = {f for f in cls.__dataclass_fields__}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items() if k in known}
         values["generator"] = GeneratorDefaults(**data.get("generator", {}))
         return cls(**values)
 
@@ -225,7 +227,7 @@ def head_tokens_batched(manifest: Manifest) -> bool:
     """True when the manifest declares a symbolic leading axis on the head's `tokens`."""
     inputs = manifest.graphs.get("clip_masked_head", {}).get("inputs", [])
     shape = next((spec["shape"] for spec in inputs if spec.get("name") == "tokens"), None)
-    return bool(shape) and isinstance(shape[0], str)
+    return shape is not None and len(shape) > 0 and isinstance(shape[0], str)
 
 
 def duplicate_tower_files(manifest: Manifest) -> list[str]:

@@ -148,7 +148,7 @@ class Segmenter:
         if self.proposer is None:
             raise MaskError(f"pack {self.pack.root} has no proposer: pass masks, or add one "
                             "with `zsris-export sam CHECKPOINT --pack PACK`")
-        key = hashlib.blake2b(memoryview(rgb), digest_size=16).digest() + \
+        key = hashlib.blake2b(rgb.data, digest_size=16).digest() + \
             np.asarray(rgb.shape).tobytes()
         embedding = self._embedding_cache.get(key)
         if embedding is None:

@@ -4,6 +4,7 @@ over the others (`describe()["passed_over"]`)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..errors import ZsrisError
@@ -35,7 +36,8 @@ def _check_precision(pack: Pack, name: str, precision: str) -> None:
 
 
 def create_backend(pack: Pack, name: str = "cpu", threads: int | None = None,
-                   precision: str = "fp32", engine_cache: str | Path | None = None) -> Backend:
+                   precision: str = "fp32",
+                   engine_cache: str | os.PathLike[str] | None = None) -> Backend:
     """The backend `name` for `pack`; a backend that cannot really run here is a ZsrisError
     (`auto` moves on to the next instead)."""
     if name not in BACKENDS:
@@ -63,7 +65,7 @@ def create_backend(pack: Pack, name: str = "cpu", threads: int | None = None,
 
 
 def _auto(pack: Pack, threads: int | None, precision: str,
-          engine_cache: str | Path | None) -> Backend:
+          engine_cache: str | os.PathLike[str] | None) -> Backend:
     """TensorRT when its engines for this pack are built, else ONNX Runtime CUDA when a session
     really gets the GPU, else the CPU. Each candidate is tried on a real graph, never assumed."""
     passed_over: dict[str, str] = {}

@@ -80,7 +80,8 @@ def graph_profile(pack: Pack, graph: str, max_masks: int = DEFAULT_MAX_MASKS) ->
             continue
         ranges = [axis_range(pack, graph, d, max_masks) if isinstance(d, str) else (d, d, d)
                   for d in shape]
-        profile[spec["name"]] = tuple(tuple(r[i] for r in ranges) for i in range(3))
+        low, opt, high = (tuple(int(r[i]) for r in ranges) for i in range(3))
+        profile[spec["name"]] = (low, opt, high)
     return profile
 
 
@@ -127,6 +128,7 @@ def keep_fp32(trt: Any, network: Any) -> list[str]:
     pinned = []
     for index in range(network.num_layers):
         layer = network.get_layer(index)
+        depth: int | None
         if layer.type == trt.LayerType.REDUCE:
             depth = 0
         elif layer.type in chain:

@@ -8,6 +8,8 @@ Both workers need the `onnx` package (the `export` extra); without it the floors
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,14 @@ def count_flops(model: Any) -> Json:
         if not a or not b or not y or None in a + b + y:
             unknown += 1
             continue
+        ia, ib, iy = ([int(d) for d in dims if d is not None] for dims in (a, b, y))
         if node.op_type == "Conv":  # per output element: C_in/groups × kernel area
-            flops += 2 * int(np.prod(y)) * int(np.prod(b[1:]))
+            flops += 2 * int(np.prod(iy)) * int(np.prod(ib[1:]))
         elif node.op_type == "Gemm":
             trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-            flops += 2 * int(np.prod(y)) * (a[0] if trans_a else a[-1])
+            flops += 2 * int(np.prod(iy)) * (ia[0] if trans_a else ia[-1])
         else:
-            flops += 2 * int(np.prod(y)) * a[-1]
+            flops += 2 * int(np.prod(iy)) * ia[-1]
     return {"flops": flops, "nodes": nodes, "unknown_nodes": unknown}
 
 
@@ -144,14 +147,14 @@ def matmul_rate(spec: Json) -> Json:
     for n in spec["sizes"]:
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
-        runners = {"numpy": lambda a=a, b=b: np.matmul(a, b)}
+        runners: dict[str, Callable[[], Any]] = {"numpy": partial(np.matmul, a, b)}
         session = _matmul_session(n, options)
         if session is not None:
-            runners["onnxruntime"] = lambda a=a, b=b, s=session: s.run(None, {"a": a, "b": b})
+            runners["onnxruntime"] = partial(session.run, None, {"a": a, "b": b})
         for name, fn in runners.items():
             fn()
-            best = min(_seconds(fn) for _ in range(spec["tries"]))
-            result[name][str(n)] = 2 * n**3 / best / 1e9
+            fastest = min(_seconds(fn) for _ in range(spec["tries"]))
+            result[name][str(n)] = 2 * n**3 / fastest / 1e9
     best = {name: max(rates.values()) for name, rates in result.items() if rates}
     return {**result, "best_gflops": best, "rate_gflops": max(best.values())}
 
