@@ -4,7 +4,9 @@ Each graph's engine is looked up in the engine cache (engine_cache.py) under a k
 bytes, TensorRT version, GPU, precision and profile; a missing one is built (engine_build.py), a
 cached one that no longer deserialises is rebuilt with a warning. Calls reuse one CUDA stream and
 device buffers that only grow; inputs longer than the profile's max along their dynamic leading
-axis run in chunks whose outputs are concatenated. Works with TensorRT 8.6 and 10.x.
+axis run in chunks whose outputs are concatenated (a one-row input among them, such as one image's
+tokens under K mask grids, goes whole to every chunk and is broadcast by the engine). Works with
+TensorRT 8.6 and 10.x.
 """
 
 from __future__ import annotations

@@ -96,6 +96,8 @@ def stage_table(rows: list[Row], runtime: Json, reference: Json | None, floors: 
 
 
 def clip_rows(k: str) -> list[Row]:
+    # "clip_image": the crop encoder's FLOPs (the trunk and the head on the crops in a pack that
+    # holds the tower once; flops.CROP_ENCODER).
     trunk, head, image = ("clip_trunk", "1", 1.0), ("clip_masked_head", k, 1.0), \
         ("clip_image", k, 1.0)
     return [
