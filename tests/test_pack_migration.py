@@ -174,6 +174,27 @@ def test_migration_refusals_are_one_line_and_leave_the_pack_unchanged(
     assert all("\n" not in str(e) for e in errors)
 
 
+def test_a_migration_that_fails_late_leaves_the_pack_as_it_was(
+        legacy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The widened head is in place (its old file under a backup name) when the manifest is
+    written: a failure there puts the old head back and deletes nothing."""
+    import zsris_rt.export.pack_migration as migration
+
+    copy = shutil.copytree(legacy, tmp_path / "pack")
+    listing = _listing(copy)
+
+    def failing(root: Path, manifest) -> None:
+        head = "clip_masked_head.onnx"
+        assert (root / head).read_bytes() != (legacy / head).read_bytes()  # widened, in place
+        raise OSError("disk full")
+
+    monkeypatch.setattr(migration, "write_manifest", failing)
+    with pytest.raises(OSError, match="disk full"):
+        drop_duplicate_tower(copy)
+    assert _listing(copy) == listing
+    load_pack(copy, verify=True)
+
+
 def test_migrate_command_is_torch_free(legacy: Path, tmp_path: Path) -> None:
     """`zsris-export migrate PACK` through the export CLI's entry point, without torch."""
     copy = shutil.copytree(legacy, tmp_path / "pack")
