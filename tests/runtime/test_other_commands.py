@@ -109,8 +109,8 @@ def test_synth_bad_input(capsys, tmp_path, argv, message):
 
 # --- eval ------------------------------------------------------------------------------------
 
-def eval_argv(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["eval", "--data", str(root), "--dataset", "refcoco", "--split", "val", "--images",
+def eval_argv(root: Path, out: Path, *extra: str, split: str = "val") -> list[str]:
+    return ["eval", "--data", str(root), "--dataset", "refcoco", "--split", split, "--images",
             str(root / "images"), "--out", str(out), *extra]
 
 
@@ -205,18 +205,13 @@ def test_eval_with_the_demo_proposer(capsys, tmp_path, synth_root):
     assert summary["counts"]["samples"] == 2
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--split", "nope"], "no split 'nope'"),
-    (["--limit", "0"], "--limit must be at least 1"),
-    (["--proposals", "gt", "--points-per-side", "4"], "do not apply with --proposals gt"),
+@pytest.mark.parametrize("split, extra, message", [
+    ("nope", [], "no split 'nope'"),
+    ("val", ["--limit", "0"], "--limit must be at least 1"),
+    ("val", ["--proposals", "gt", "--points-per-side", "4"], "do not apply with --proposals gt"),
 ])
-def test_eval_bad_input(capsys, tmp_path, synth_root, extra, message):
-    argv = eval_argv(synth_root, tmp_path / "e", *extra)
-    if "--split" in extra:
-        argv = [a for i, a in enumerate(argv) if a != "val" or argv[i - 1] != "--split"]
-        argv.remove("--split")
-        argv += ["--split", "nope"]
-    code, out, err = run(capsys, argv)
+def test_eval_bad_input(capsys, tmp_path, synth_root, split, extra, message):
+    code, out, err = run(capsys, eval_argv(synth_root, tmp_path / "e", *extra, split=split))
     assert code == 2 and out == "" and len(err) == 1 and message in err[0], err
 
 
