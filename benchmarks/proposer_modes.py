@@ -154,7 +154,7 @@ def int8_pack(pack: Path, work: Path, calib: list[Path]) -> tuple[Path | None, d
         info["source"] = "the pack's own int8 variants"
         return pack, info
     try:
-        from zsris_rt.export.quantize import quantize_pack
+        from zsris_rt.export.quantize import QuantizeConfig, quantize_pack
     except ImportError as exc:  # the export extra (onnx, onnxruntime.quantization) is missing
         info["unavailable"] = f"zsris_rt.export.quantize does not import: {exc}"
         return None, info
@@ -165,8 +165,8 @@ def int8_pack(pack: Path, work: Path, calib: list[Path]) -> tuple[Path | None, d
     start = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            entries = quantize_pack(copy, [str(p) for p in calib], info["graphs"], force=True,
-                                    threads=1, say=say)
+            entries = quantize_pack(QuantizeConfig(copy, [str(p) for p in calib],
+                                                   info["graphs"], force=True, threads=1), say)
     except Exception as exc:  # a failure is a finding to report, not a crash
         info["unavailable"] = f"zsris-export quantize --graphs {' '.join(info['graphs'])} " \
                               f"failed: {type(exc).__name__}: {short(str(exc))}"

@@ -246,11 +246,13 @@ def _random_sam(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from .quantize import quantize_pack
+    from .quantize import QuantizeConfig, quantize_pack
 
     say = progress_printer()
-    entries = quantize_pack(args.pack, args.calib, args.graphs, args.method, args.per_channel,
-                            args.force, args.threads, args.per_graph, say)
+    entries = quantize_pack(QuantizeConfig(
+        pack=Path(args.pack), calib=args.calib, graphs=tuple(args.graphs or ()),
+        method=args.method, per_channel=args.per_channel, force=args.force,
+        threads=args.threads, per_graph=args.per_graph), say)
     say(f"done   {args.pack}: int8 {', '.join(entries)}")
     return 0
 

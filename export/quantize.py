@@ -182,18 +182,31 @@ def image_digest(paths: Sequence[Path]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
-def quantize_pack(pack_root: str | os.PathLike[str], calib: Sequence[str | os.PathLike[str]],
-                  graphs: Sequence[str] | None = None, method: str = "static",
-                  per_channel: bool = True, force: bool = False, threads: int = 1,
-                  per_graph: int = 64,
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Everything `quantize_pack` needs; the CLI's options map onto it one to one."""
+
+    pack: Path  # a verified pack, changed in place
+    calib: Sequence[str | os.PathLike[str]]  # calibration images: files, folders, glob patterns
+    graphs: Sequence[str] = ()  # (): DEFAULT_GRAPHS
+    method: str = "static"  # METHODS
+    per_channel: bool = True  # per-output-channel weight scales
+    force: bool = False  # replace existing int8 variants
+    threads: int = 1  # ONNX Runtime threads for calibration
+    per_graph: int = 64  # calibration entries per graph
+
+
+def quantize_pack(config: QuantizeConfig,
                   say: Callable[[str], None] = lambda _: None) -> dict[str, dict]:
-    """Add int8 variants of `graphs` (default DEFAULT_GRAPHS) to a verified pack, calibrated on
-    the images `calib` names; returns the manifest entries written, by graph."""
+    """Add int8 variants of `config.graphs` to a verified pack, calibrated on the images
+    `config.calib` names; returns the manifest entries written, by graph."""
+    graphs, method, force, calib = config.graphs, config.method, config.force, config.calib
+    per_channel, threads, per_graph = config.per_channel, config.threads, config.per_graph
     if method not in METHODS:
         raise ZsrisError(f"unknown method {method!r} (choose from {', '.join(METHODS)})")
     if not calib:
         raise ZsrisError("no calibration images given (--calib IMAGES...)")
-    root = Path(pack_root)
+    root = Path(config.pack)
     pack = load_pack(root, verify=True)
     manifest = pack.manifest
     available = pack.graph_names
@@ -254,4 +267,5 @@ def quantize_pack(pack_root: str | os.PathLike[str], calib: Sequence[str | os.Pa
     return entries
 
 
-__all__ = ["DEFAULT_GRAPHS", "METHODS", "output_cosine", "quantise_file", "quantize_pack"]
+__all__ = ["DEFAULT_GRAPHS", "METHODS", "QuantizeConfig", "output_cosine", "quantise_file",
+           "quantize_pack"]

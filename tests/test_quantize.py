@@ -25,7 +25,7 @@ from zsris_rt import Segmenter
 from zsris_rt.calibration import collect_graph_inputs, list_images
 from zsris_rt.errors import ImageError, PackError, ZsrisError
 from zsris_rt.export.cli import main as export_main
-from zsris_rt.export.quantize import quantise_file, quantize_pack
+from zsris_rt.export.quantize import QuantizeConfig, quantise_file, quantize_pack
 from zsris_rt.pack import DEMO_PACK, load_pack
 from zsris_rt.synthetic_refer import draw_scene
 
@@ -58,8 +58,8 @@ def tiny_int8(pack_dir: Path, calib: Path, tmp_path_factory: pytest.TempPathFact
     copy = tmp_path_factory.mktemp("quant") / "tiny"
     shutil.copytree(pack_dir, copy)
     # The committed demo pack has int8 graphs already: made again here, text tower included.
-    quantize_pack(copy, [calib], graphs=["clip_trunk", "clip_masked_head", "clip_text"],
-                  per_graph=16, force=True)
+    quantize_pack(QuantizeConfig(copy, [calib], graphs=["clip_trunk", "clip_masked_head",
+                                                         "clip_text"], per_graph=16, force=True))
     return copy
 
 
@@ -68,8 +68,8 @@ def demo_int8(calib: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy = tmp_path_factory.mktemp("quant") / "demo"
     shutil.copytree(DEMO_PACK, copy)
     # The committed demo pack has int8 graphs already: made again here, text tower included.
-    quantize_pack(copy, [calib], graphs=["clip_trunk", "clip_masked_head", "clip_text"],
-                  per_graph=16, force=True)
+    quantize_pack(QuantizeConfig(copy, [calib], graphs=["clip_trunk", "clip_masked_head",
+                                                         "clip_text"], per_graph=16, force=True))
     return copy
 
 
@@ -171,7 +171,7 @@ def test_refusals_are_one_line_and_leave_the_pack_unchanged(tiny_int8: Path, cal
     for pack, images, error, words in cases:
         before = _listing(pack)
         with pytest.raises(error) as caught:
-            quantize_pack(pack, images, graphs=["clip_trunk"])
+            quantize_pack(QuantizeConfig(pack, images, graphs=["clip_trunk"]))
         assert words in str(caught.value) and "\n" not in str(caught.value)
         assert _listing(pack) == before
     fresh = tmp_path / "fresh"
@@ -187,7 +187,7 @@ def test_refusals_are_one_line_and_leave_the_pack_unchanged(tiny_int8: Path, cal
     for images, words in (([unreadable], "broken.png: not a readable image"),
                           ([tmp_path / "nowhere" / "*.png"], "no such image file")):
         with pytest.raises(ImageError, match=words):
-            quantize_pack(fresh, images)
+            quantize_pack(QuantizeConfig(fresh, images))
         assert _listing(fresh) == before
 
 
@@ -245,7 +245,8 @@ def test_a_variant_onnx_runtime_cannot_run_counts_as_failed(pack_dir: Path, cali
         return measured(reference, candidate, *args, **kwargs)
 
     monkeypatch.setattr(quantize, "output_cosine", refusing)
-    entries = quantize_pack(copy, [calib], graphs=["clip_masked_head"], per_graph=4, force=True)
+    entries = quantize_pack(QuantizeConfig(copy, [calib], graphs=["clip_masked_head"],
+                                           per_graph=4, force=True))
     entry = entries["clip_masked_head"]
     assert entry["method"] == "static"
     assert entry["methods_compared"]["dynamic"] == {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from .machine import heavy_modules_loaded, peak_rss
@@ -137,8 +138,9 @@ def main_job_runs(spec: Json) -> Json:
 
 def quantize(spec: Json) -> Json:
     """int8 graphs for a random pack (export side, but torch-free), timed."""
-    from zsris_rt.export.quantize import quantize_pack
+    from zsris_rt.export.quantize import QuantizeConfig, quantize_pack
 
     start = time.perf_counter()
-    written = quantize_pack(spec["pack"], spec["calib"], threads=spec["threads"])
+    written = quantize_pack(QuantizeConfig(Path(spec["pack"]), spec["calib"],
+                                           threads=spec["threads"]))
     return {"seconds": time.perf_counter() - start, "graphs": sorted(written)}
