@@ -243,7 +243,7 @@ def assert_clean_failure(code: int, capsys: pytest.CaptureFixture[str], out_pare
     assert code != 0
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if line.startswith("zsris-export: error:")]
+    errors = [line for line in err.splitlines() if line.startswith("zsris-export clip: error:")]
     assert len(errors) == 1, err
     assert not pack.exists()
     if out_parent.exists():

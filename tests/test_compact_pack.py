@@ -88,7 +88,7 @@ def test_a_wrong_tokenizer_is_refused_in_one_line(problem: str, compact_checkpoi
                         "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err[-1].startswith("zsris-export: error:") and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith("zsris-export clip: error:") and "Traceback" not in "\n".join(err)
     assert not out.exists()
 
 

@@ -42,7 +42,7 @@ def test_demo_command_builds_a_pack_that_runs(tmp_path: Path, capsys):
 @pytest.mark.parametrize("bad", [["--clip-steps", "0"], ["--threads", "0"]])
 def test_demo_command_refuses_bad_settings(bad: list[str], tmp_path: Path, capsys):
     assert export_main(["demo", "--out", str(tmp_path / "demo"), *bad]) == 2
-    assert capsys.readouterr().err.startswith("zsris-export: error:")
+    assert capsys.readouterr().err.startswith("zsris-export demo: error:")
     assert not (tmp_path / "demo").exists()
 
 

@@ -88,7 +88,7 @@ def test_refusals_leave_the_pack_alone(capsys, pack_dir, sam_folders, tmp_path, 
     before = snapshot(pack) if pack.exists() else None
     assert main(["sam", str(checkpoint), "--pack", str(pack)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("zsris-export: error: ")
+    assert err[-1].startswith("zsris-export sam: error: ")
     assert {"altered pack": "clip_trunk.onnx does not match", "bad checkpoint": "junk.pth",
             "no pack": "not a folder"}[case] in err[-1]
     if before is not None:

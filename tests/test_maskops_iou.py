@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import native_or_twin, varied_masks
-from zsris_rt.maskops import iou as twin
 from zsris_rt import maskops
 from zsris_rt.errors import MaskError
+from zsris_rt.maskops import iou as twin
 
 IouOp = Callable[..., np.ndarray]
 NmsOp = Callable[[np.ndarray, np.ndarray, float], np.ndarray]

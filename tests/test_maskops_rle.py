@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from conftest import native_maskops, native_or_twin, varied_masks
 from zsris_rt import maskops
-from zsris_rt.maskops import rle as twin
 from zsris_rt.errors import MaskError
+from zsris_rt.maskops import rle as twin
 
 EncodeOp = Callable[[np.ndarray], list[bytes]]
 # Longest value a counts string may hold: 12 characters of 5 bits (the implementations' limit).
