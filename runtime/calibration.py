@@ -70,8 +70,9 @@ def list_images(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def fixed_masks(height: int, width: int) -> np.ndarray:
-    """Masks for a pack without a proposer: the whole image, halves, quarters, a 3×3 grid of
-    boxes and centred ellipses of three sizes (17 masks of varied area and shape)."""
+    """Masks for a pack without a proposer: the whole image, its four halves, two opposite
+    quarters, the five cells of a 3×3 grid on a checkerboard and centred ellipses of three sizes
+    (15 masks of varied area and shape; fewer when a tiny image makes some empty)."""
     masks = [np.ones((height, width), dtype=bool)]
     yy, xx = np.mgrid[0:height, 0:width]
     h2, w2 = max(height // 2, 1), max(width // 2, 1)
