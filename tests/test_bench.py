@@ -62,7 +62,7 @@ def test_smoke_times_the_fast_modes(smoke: SimpleNamespace) -> None:
         assert process["ks"]["2"]["local_computed"] == 1
         assert process["expressions"] == {}
     # The crop encoder's key (trunk + head on the crops, counted together in a one-tower pack).
-    assert set(report["flops"]["clip_image"]) - {"parameters"} == {"1", "2"}
+    assert set(report["flops"]["crop_encoder"]) - {"parameters"} == {"1", "2"}
     markdown = smoke.markdown.read_text()
     assert "### Fast modes over K" in markdown and "| int8+top1 | 2 | 1 |" in markdown
 
@@ -182,7 +182,7 @@ def test_smoke_runtime_process_never_loaded_torch(smoke: SimpleNamespace) -> Non
 def test_smoke_counts_flops_and_floors(smoke: SimpleNamespace) -> None:
     report = smoke.report
     assert report["matmul"]["rate_gflops"] > 0
-    graphs = {"clip_trunk", "clip_masked_head", "clip_image", "clip_text", "prop_encoder",
+    graphs = {"clip_trunk", "clip_masked_head", "crop_encoder", "clip_text", "prop_encoder",
               "prop_decoder"}
     assert set(report["flops"]) - {"process_wall_s"} == graphs
     for graph in graphs:

@@ -89,10 +89,9 @@ def graph_flops(model: Any, dims: dict[str, int], scratch: Path) -> Json:
     return count_flops(SymbolicShapeInference.infer_shapes(optimised))
 
 
-# The crop encoder's key: the graph that encoded the crops while packs held the image tower
-# twice. A pack that holds it once encodes them with the trunk (batch = the crops) and then the
-# masked head (one all-ones grid per crop); its FLOPs are counted as that sum, under this key.
-CROP_ENCODER = "clip_image"
+# The crop encoder's key: no graph of its own, but the trunk on the crops (batch = the crops) and
+# then the masked head (one all-ones grid per crop); its FLOPs are counted as that sum.
+CROP_ENCODER = "crop_encoder"
 # Axes a count may leave out: the head's tokens are one image's on the global path.
 IMPLIED_DIMS = {"clip_masked_head": {"batch": 1}}
 
@@ -120,7 +119,7 @@ def count_pack_flops(spec: Json) -> Json:
 
     out: Json = {}
     for graph, runs in spec["counts"].items():
-        if graph == CROP_ENCODER and not (pack / f"{graph}.onnx").is_file():
+        if graph == CROP_ENCODER:
             out[graph] = {"parameters": parameters("clip_trunk", "clip_masked_head")}
             for key, dims in runs.items():
                 crops = dims["masks"]

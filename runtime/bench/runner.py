@@ -296,7 +296,7 @@ class Bench:
         counts: Json = {
             "clip_trunk": {"1": {"batch": 1}},
             "clip_masked_head": {str(k): {"masks": k} for k in self.cfg.ks},
-            "clip_image": {str(n): {"masks": n} for n in self.crop_counts()},
+            "crop_encoder": {str(n): {"masks": n} for n in self.crop_counts()},
             "clip_text": {"query": {"batch": text["batch"], "length": text["length"]}}}
         if options is not None:
             counts["prop_encoder"] = {"1": {"batch": 1}}
