@@ -22,17 +22,64 @@ def _check_size(h: int, w: int, where: str) -> None:
                          f"{MAX_PIXELS / 1e6:.0f} MP limit; downscale it first")
 
 
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) that a PNG, JPEG, BMP or WebP header claims, read before anything is
+    decoded (so a 60000×60000 "decompression bomb" is refused for free); None for another
+    format or a header too short to say."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] == b"BM" and len(data) >= 26:
+        return (int.from_bytes(data[18:22], "little", signed=True),
+                abs(int.from_bytes(data[22:26], "little", signed=True)))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
+        chunk = data[12:16]
+        if chunk == b"VP8X":
+            return 1 + int.from_bytes(data[24:27], "little"), \
+                1 + int.from_bytes(data[27:30], "little")
+        if chunk == b"VP8L":
+            bits = int.from_bytes(data[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if chunk == b"VP8 ":
+            return (int.from_bytes(data[26:28], "little") & 0x3FFF,
+                    int.from_bytes(data[28:30], "little") & 0x3FFF)
+        return None
+    if data[:2] == b"\xff\xd8":
+        at = 2
+        while at + 9 <= len(data):
+            if data[at] != 0xFF:
+                return None
+            marker = data[at + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+                at += 2
+                continue
+            length = int.from_bytes(data[at + 2:at + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+                return (int.from_bytes(data[at + 7:at + 9], "big"),
+                        int.from_bytes(data[at + 5:at + 7], "big"))
+            at += 2 + length
+    return None
+
+
+def decode_image(data: bytes, where: str = "image") -> np.ndarray:
+    """Encoded image bytes → RGB uint8 H×W×3 (EXIF orientation applied, alpha dropped). A header
+    that claims more than MAX_PIXELS is refused before decoding."""
+    claimed = header_size(data)
+    if claimed is not None:
+        _check_size(claimed[1], claimed[0], where)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
+    if bgr is None:
+        raise ImageError(f"{where}: not a readable image (corrupt or unsupported format)")
+    _check_size(bgr.shape[0], bgr.shape[1], where)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode a file into RGB uint8 H×W×3 (EXIF orientation applied, alpha dropped)."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: no such image file")
-    data = np.fromfile(path, dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if bgr is None:
-        raise ImageError(f"{path}: not a readable image (corrupt or unsupported format)")
-    _check_size(bgr.shape[0], bgr.shape[1], str(path))
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decode_image(path.read_bytes(), str(path))
 
 
 def as_rgb(image: np.ndarray | str | os.PathLike[str]) -> np.ndarray:

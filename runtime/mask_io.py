@@ -6,6 +6,7 @@ every defect is a one-line MaskError, never a traceback or a silently wrong mask
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -18,6 +19,8 @@ from .errors import MaskError
 from .maskops import rle_decode as decode_counts
 from .maskops import rle_encode as encode_counts
 
+# Most candidate masks a file may hold (K); beyond it a file is a mistake or an attack.
+MAX_MASKS = 4096
 _NAMED_AT_MOST = 5  # indices an error message names before it says "and N more"
 
 
@@ -44,6 +47,8 @@ def validate_masks(masks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray
         raise MaskError(f"masks must be bool, integer or float, not {kind}")
     if masks.shape[0] == 0:
         raise MaskError("no masks given (K = 0)")
+    if masks.shape[0] > MAX_MASKS:
+        raise MaskError(f"{masks.shape[0]} masks given; at most {MAX_MASKS} are scored")
     if tuple(masks.shape[1:]) != tuple(image_size):
         raise MaskError(
             f"masks are {_hw(masks.shape[1:])} (H×W) but the image is {_hw(image_size)}"
@@ -179,9 +184,9 @@ def _coco_segmentations(data: Any) -> list[Any]:
     return segs
 
 
-def _load_json(path: Path, image_size: tuple[int, int]) -> np.ndarray:
+def _load_json(raw: bytes, image_size: tuple[int, int]) -> np.ndarray:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except ValueError as exc:  # also UnicodeDecodeError and JSONDecodeError
         raise MaskError(f"not valid JSON ({_one_line(exc)})") from None
     size = (int(image_size[0]), int(image_size[1]))
@@ -191,26 +196,46 @@ def _load_json(path: Path, image_size: tuple[int, int]) -> np.ndarray:
     )
 
 
-def _load_numpy(path: Path) -> np.ndarray:
+def _load_numpy(raw: bytes, image_size: tuple[int, int]) -> np.ndarray:
     """Array of an .npy, or of an .npz under "masks" or as its only member.
 
-    np.load sniffs the format, so a file with the other of the two suffixes still loads.
+    np.load sniffs the format, so a file with the other of the two suffixes still loads. An .npz
+    member that would inflate beyond MAX_MASKS masks of the image is refused before inflating.
     """
-    data = np.load(path, allow_pickle=False)
+    data = np.load(io.BytesIO(raw), allow_pickle=False)
     if isinstance(data, np.ndarray):
         return data
     with data as npz:
         keys = list(npz.files)
-        if "masks" in keys:
-            return npz["masks"]
-        if len(keys) == 1:
-            return npz[keys[0]]
+        name = "masks" if "masks" in keys else keys[0] if len(keys) == 1 else None
+        if name is not None:
+            inflated = npz.zip.getinfo(f"{name}.npy").file_size
+            limit = MAX_MASKS * int(image_size[0]) * int(image_size[1]) + (1 << 20)
+            if inflated > limit:
+                raise MaskError(f'"{name}" inflates to {inflated} bytes, more than '
+                                f"{MAX_MASKS} masks of the image")
+            return npz[name]
     found = ", ".join(keys) or "none"
     raise MaskError(f'expected an array named "masks" or a single array, found {found}')
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
+
+
+def masks_from_bytes(raw: bytes, image_size: tuple[int, int], where: str = "masks") -> np.ndarray:
+    """Proposal masks from the bytes of an .npz, .npy or COCO-style JSON document (told apart by
+    their content, never by a name), validated for the image."""
+    start = raw.lstrip()[:1]
+    try:
+        masks = _load_json(raw, image_size) if start in (b"[", b"{") else \
+            _load_numpy(raw, image_size)
+        return validate_masks(masks, image_size)
+    except MaskError as exc:
+        raise MaskError(f"{where}: {exc}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise MaskError(f"{where}: cannot read masks: not an .npz, .npy or COCO JSON document "
+                        f"({type(exc).__name__}: {_one_line(exc)})") from None
 
 
 def load_masks(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
@@ -226,7 +251,9 @@ def load_masks(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
     if not path.is_file():
         raise MaskError(f"mask path is not a file: {path}")
     try:
-        masks = _load_json(path, image_size) if suffix == ".json" else _load_numpy(path)
+        raw = path.read_bytes()
+        masks = _load_json(raw, image_size) if suffix == ".json" else \
+            _load_numpy(raw, image_size)
         return validate_masks(masks, image_size)
     except MaskError as exc:
         raise MaskError(f"{path}: {exc}") from None

@@ -7,13 +7,15 @@ from typing import Any
 import numpy as np
 
 from .mask_io import to_coco_rle
-from .results import Result
+from .results import Proposals, Result
 
 
-def result_to_dict(result: Result, backend: str, spacy_model: str) -> dict[str, Any]:
-    """The JSON record of one query: plain Python values only, so json.dumps always works."""
+def result_to_dict(result: Result, backend: str, spacy_model: str,
+                   proposals: Proposals | None = None) -> dict[str, Any]:
+    """The JSON record of one query: plain Python values only, so json.dumps always works. With
+    the scene's `proposals`, the chosen mask's proposal (predicted IoU, stability, grid point)."""
     geometry = result.geometry
-    return {
+    record = {
         "text": result.text,
         "sentence": result.sentence,
         "noun_phrase": result.noun_phrase,
@@ -35,3 +37,9 @@ def result_to_dict(result: Result, backend: str, spacy_model: str) -> dict[str, 
         "spacy_model": spacy_model,
         "timings_ms": {str(k): float(v) for k, v in result.timings.items()},
     }
+    if proposals is not None:
+        record["proposal"] = {
+            "predicted_iou": float(proposals.iou[result.index]),
+            "stability": float(proposals.stability[result.index]),
+            "point": [float(v) for v in proposals.points[result.index]]}
+    return record

@@ -90,12 +90,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     total = len(args.texts)
     for number, text in enumerate(args.texts, start=1):
         result = seg.query(scene, text)
-        record = result_to_dict(result, seg.backend.name, seg.spacy_model)
-        if proposals is not None:
-            record["proposal"] = {
-                "predicted_iou": float(proposals.iou[result.index]),
-                "stability": float(proposals.stability[result.index]),
-                "point": [float(v) for v in proposals.points[result.index]]}
+        record = result_to_dict(result, seg.backend.name, seg.spacy_model, proposals)
         out, overlay = numbered(args.out, number, total), numbered(args.overlay, number, total)
         if out is not None:
             files[out] = encode_png(result.mask)
