@@ -86,6 +86,10 @@ class Segmenter:
             OrderedDict()
         self._embedding_cache: OrderedDict[bytes, ImageEmbedding] = OrderedDict()
         self._crop_buffers = threading.local()
+        # One Segmenter may serve several threads (zsris-rt serve): the caches and the spaCy
+        # parse are guarded; the graphs themselves run concurrently.
+        self._cache_lock = threading.Lock()
+        self._text_lock = threading.Lock()
         self.proposer = Proposer(pack.proposer, backend) if pack.proposer else None
         if preload:
             for graph in CLIP_GRAPHS:
@@ -150,15 +154,17 @@ class Segmenter:
                             "with `zsris-export sam CHECKPOINT --pack PACK`")
         key = hashlib.blake2b(rgb.data, digest_size=16).digest() + \
             np.asarray(rgb.shape).tobytes()
-        embedding = self._embedding_cache.get(key)
+        with self._cache_lock:
+            embedding = self._embedding_cache.get(key)
+            if embedding is not None:
+                self._embedding_cache.move_to_end(key)
         if embedding is None:
             with _timed(timings, "prop_encoder"):
                 embedding = self.proposer.encode(rgb)
-            self._embedding_cache[key] = embedding
-            if len(self._embedding_cache) > EMBEDDING_CACHE_SIZE:
-                self._embedding_cache.popitem(last=False)
-        else:
-            self._embedding_cache.move_to_end(key)
+            with self._cache_lock:
+                self._embedding_cache[key] = embedding
+                if len(self._embedding_cache) > EMBEDDING_CACHE_SIZE:
+                    self._embedding_cache.popitem(last=False)
         return self.proposer.generate(embedding, timings,
                                       self.proposer_mode if mode is None else mode, **overrides)
 
@@ -239,7 +245,18 @@ class Segmenter:
         return buffer[:k]
 
     def encode_text(self, text: str) -> tuple[Phrases, np.ndarray, np.ndarray, bool]:
-        """(phrases, CLIP(s'), CLIP(NP), truncated), cached by expression."""
+        """(phrases, CLIP(s'), CLIP(NP), truncated), cached by expression. Thread-safe: one
+        expression at a time is parsed and encoded (spaCy's pipeline is not made for threads)."""
+        with self._text_lock:
+            return self._encode_text(text)
+
+    def check_text(self, text: str) -> None:
+        """Raise TextError for an expression that cannot be scored (empty, unparsable), before
+        an image is paid for; thread-safe."""
+        with self._text_lock:
+            self.parser.parse(text)
+
+    def _encode_text(self, text: str) -> tuple[Phrases, np.ndarray, np.ndarray, bool]:
         cached = self._text_cache.get(text)
         if cached is not None:
             self._text_cache.move_to_end(text)
@@ -287,5 +304,5 @@ class Segmenter:
                 masks: np.ndarray | None = None, proposer_mode: str | ProposerMode | None = None,
                 **overrides: object) -> Result:
         """One image, one expression: `query(encode_image(image, masks, ...), text)`."""
-        self.parser.parse(text)  # reject a bad expression before paying for the image
+        self.check_text(text)  # reject a bad expression before paying for the image
         return self.query(self.encode_image(image, masks, proposer_mode, **overrides), text)

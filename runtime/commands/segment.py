@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     image = read_image(args.image)
     seg = load_segmenter(args, preload=False)  # one image: each graph loads when first needed
     for text in args.texts:  # reject a bad expression before paying for the image
-        seg.parser.parse(text)
+        seg.check_text(text)
     overrides = proposer_overrides(args, bool(args.masks), "--masks")
     masks = load_masks(args.masks, image.shape[:2]) if args.masks else None
     scene = seg.encode_image(image, masks, **overrides)
