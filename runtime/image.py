@@ -14,11 +14,15 @@ from .errors import ImageError, ZsrisError
 MAX_PIXELS = 64_000_000
 
 
+class ImageTooLarge(ImageError):
+    """More pixels than MAX_PIXELS (a service answers 413)."""
+
+
 def _check_size(h: int, w: int, where: str) -> None:
     if h < 1 or w < 1:
         raise ImageError(f"{where}: image has no pixels ({h}×{w})")
     if h * w > MAX_PIXELS:
-        raise ImageError(f"{where}: image is {w}×{h} = {h * w / 1e6:.0f} MP, above the "
+        raise ImageTooLarge(f"{where}: image is {w}×{h} = {h * w / 1e6:.0f} MP, above the "
                          f"{MAX_PIXELS / 1e6:.0f} MP limit; downscale it first")
 
 

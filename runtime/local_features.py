@@ -51,6 +51,15 @@ class LocalFeatures:
                 self._encoder = None  # frees the normalised image the encoder holds
             return int(missing.size)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory this holds: the rows, and the arrays a pending encoder keeps (the normalised
+        image and the masks, until every row is known)."""
+        held = 0 if self._rows is None else int(self._rows.nbytes)
+        for value in getattr(self._encoder, "args", ()):
+            held += int(value.nbytes) if isinstance(value, np.ndarray) else 0
+        return held
+
     def rows(self) -> np.ndarray:
         """K×E: the known rows, zeros where not computed (check `computed`)."""
         if self._rows is None:

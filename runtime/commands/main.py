@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write a small synthetic dataset in the refer layout"),
     "check": ("check", "compare a backend / precision / pruning mode with exact fp32 CPU"),
     "bench": ("bench", "per-stage latency against the PyTorch reference, with compute floors"),
+    "serve": ("serve", "keep a pack loaded and answer over HTTP (API, metrics, a page)"),
 }
 
 
