@@ -2,7 +2,8 @@
 
 0 success; 1 an internal error (a bug: the one-line message says so) or a command's own failed
 verdict (doctor found a problem, check fell below --min-agreement); 2 bad input, including files
-that cannot be read or written; 3 the proposer kept no mask; 130 interrupted (Ctrl-C). Every
+that cannot be read or written; 3 the proposer kept no mask; 130 interrupted (Ctrl-C); 141, and
+nothing printed, when the reader of stdout went away (`| head`). Every
 failure is one line on stderr; ZSRIS_DEBUG=1 shows the traceback instead.
 """
 
@@ -19,6 +20,7 @@ INTERNAL_ERROR = 1
 BAD_INPUT = 2
 NO_MASK = 3
 INTERRUPTED = 130
+BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports it
 
 
 def debugging() -> bool:
@@ -57,6 +59,9 @@ def run_command(prog: str, body: Callable[[], int],
             raise
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return BAD_INPUT
+    except BrokenPipeError:  # the reader went away (`zsris-rt ... | head`): not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (nothing more is written; exit flushes)
+        return BROKEN_PIPE
     except OSError as exc:
         if debugging():
             raise

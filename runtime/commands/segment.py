@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ def build_parser(commands: dict[str, str]) -> argparse.ArgumentParser:
                                                      "label drawn on it")
     parser.add_argument("--json", action="store_true", help="print one JSON document to stdout: "
                         "index, score, box, area, centroid, angle, RLE, all scores, timings")
+    remote = parser.add_argument_group("a running server (zsris-rt serve) instead of a local pack")
+    remote.add_argument("--server", metavar="URL", help="send the image and expressions to this "
+                        "server (e.g. http://127.0.0.1:8321); same output as a local run")
+    remote.add_argument("--token", help="the server's token (default $ZSRIS_TOKEN)")
     add_segmenter_options(parser)
     add_proposer_options(parser, "proposer options (without --masks)")
     return parser
@@ -66,18 +71,44 @@ def numbered(path: Path | None, number: int, total: int) -> Path | None:
     return path.with_name(f"{path.stem}-{number}{path.suffix}")
 
 
+# Options of a local run that a server decides for itself.
+LOCAL_ONLY = ("pack", "threads", "engine_cache", "local_top", "spacy_model")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from ..atomic_files import write_files_atomically
     from ..drawing import render_overlay
     from ..image import encode_png, read_image
-    from ..mask_io import load_masks
-    from ..maskops import implementation
-    from ..result_json import result_to_dict
+    from ..mask_io import from_coco_rle
 
     for path in (args.out, args.overlay):
         if path is not None and not path.parent.is_dir():
             raise ZsrisError(f"{path}: folder {path.parent} does not exist")
     image = read_image(args.image)
+    report = remote(args) if args.server else local(args, image)
+    files: dict[Path, bytes] = {}
+    total = len(report["results"])
+    for number, record in enumerate(report["results"], start=1):
+        out, overlay = numbered(args.out, number, total), numbered(args.overlay, number, total)
+        if out is None and overlay is None:
+            continue
+        mask = from_coco_rle(record["rle"])
+        if out is not None:
+            files[out] = encode_png(mask)
+            record["mask_file"] = str(out)
+        if overlay is not None:
+            label = f'"{record["text"]}" {record["score"]:.1f}'
+            files[overlay] = encode_png(render_overlay(image, mask, tuple(record["box"]), label))
+            record["overlay_file"] = str(overlay)
+    write_files_atomically(files)
+    return report
+
+
+def local(args: argparse.Namespace, image: Any) -> dict[str, Any]:
+    from ..mask_io import load_masks
+    from ..maskops import implementation
+    from ..result_json import result_to_dict
+
     seg = load_segmenter(args, preload=False)  # one image: each graph loads when first needed
     for text in args.texts:  # reject a bad expression before paying for the image
         seg.check_text(text)
@@ -85,22 +116,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     masks = load_masks(args.masks, image.shape[:2]) if args.masks else None
     scene = seg.encode_image(image, masks, **overrides)
     proposals = scene.proposals
-    files: dict[Path, bytes] = {}
-    records = []
-    total = len(args.texts)
-    for number, text in enumerate(args.texts, start=1):
-        result = seg.query(scene, text)
-        record = result_to_dict(result, seg.backend.name, seg.spacy_model, proposals)
-        out, overlay = numbered(args.out, number, total), numbered(args.overlay, number, total)
-        if out is not None:
-            files[out] = encode_png(result.mask)
-            record["mask_file"] = str(out)
-        if overlay is not None:
-            label = f'"{result.text}" {result.score:.1f}'
-            files[overlay] = encode_png(render_overlay(image, result.mask, result.box, label))
-            record["overlay_file"] = str(overlay)
-        records.append(record)
-    write_files_atomically(files)
+    records = [result_to_dict(seg.query(scene, text), seg.backend.name, seg.spacy_model,
+                              proposals) for text in args.texts]
     return {"image": str(args.image), "image_size": list(scene.image_size),
             "num_masks": scene.num_masks, "pack": str(args.pack),
             "masks_from": str(args.masks) if args.masks else "proposer",
@@ -109,6 +126,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "grid_points": proposals.grid_points}}),
             "maskops": implementation(),
             **seg.backend.describe(), "results": records}
+
+
+def remote(args: argparse.Namespace) -> dict[str, Any]:
+    """The same report from a server: the image and masks go as they are on disk."""
+    from ..client import Client
+
+    given = [name for name in LOCAL_ONLY if getattr(args, name, None) is not None]
+    given += [f"{name} {getattr(args, name)}" for name, default in
+              (("backend", "cpu"), ("precision", "fp32")) if getattr(args, name) != default]
+    given += [name for name in ("local_bound", "no_verify") if getattr(args, name)]
+    if given:
+        raise ZsrisError("--" + ", --".join(g.replace("_", "-") for g in given) +
+                         ": for a local run only (the server runs its own pack and settings)")
+    overrides = proposer_overrides(args, bool(args.masks), "--masks")
+    if args.proposer_mode is not None:
+        overrides["proposer_mode"] = args.proposer_mode
+    masks = None
+    if args.masks:
+        if not Path(args.masks).is_file():
+            raise ZsrisError(f"mask file not found: {args.masks}")
+        masks = Path(args.masks).read_bytes()
+    client = Client(args.server, args.token or os.environ.get("ZSRIS_TOKEN") or None)
+    server = client.health()
+    document = client.segment_json(Path(args.image).read_bytes(), args.texts, masks,
+                                   args.alpha, args.beta, **overrides)
+    return {"image": str(args.image), "image_size": document["image_size"],
+            "num_masks": document["num_masks"], "server": args.server, "pack": server["pack"],
+            "masks_from": str(args.masks) if args.masks else "proposer",
+            **({"proposer": document["proposer"]} if "proposer" in document else {}),
+            "backend": server["backend"], "precision": server["precision"],
+            "results": document["results"]}
 
 
 def summary_line(record: dict[str, Any]) -> str:
