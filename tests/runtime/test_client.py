@@ -20,7 +20,7 @@ from zsris_rt.client import Client, RemoteResult, RequestError, ServiceUnavailab
 from zsris_rt.errors import ZsrisError
 from zsris_rt.image import read_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENE = ROOT / "examples" / "scene-2.png"
 MASKS = ROOT / "examples" / "scene-2_masks.npz"
 TOKEN = "s3cret-token-for-tests"
