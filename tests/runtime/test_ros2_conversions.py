@@ -304,3 +304,91 @@ def test_the_node_without_rclpy_exits_2_with_one_line(monkeypatch, capsys):
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("zsris-rt-ros2: error: needs ROS 2 (rclpy")
     assert "source /opt/ros/" in lines[0]
+
+
+def test_the_node_class_over_stand_in_ros_modules(demo_segmenter, scene_image, monkeypatch):
+    """node.make_node with plain stand-ins for rclpy's Node and the message classes: the
+    callbacks, the publishing and the service callback, everything but ROS itself."""
+    from zsris_rt.ros2 import node as ros_node
+    from zsris_rt.segmenter import Segmenter
+
+    class Msg:
+        def __init__(self, **fields):
+            self.__dict__.update(fields)
+
+    class Pub:
+        def __init__(self):
+            self.msgs = []
+            self.got = threading.Semaphore(0)
+
+        def publish(self, msg):
+            self.msgs.append(msg)
+            self.got.release()
+
+    class Logger:
+        def __init__(self):
+            self.lines = []
+
+        def info(self, text, **_):
+            self.lines.append(text)
+
+        warning = error = info
+
+    class Node:
+        def __init__(self, name):
+            self.subs, self.pubs, self.logger = {}, {}, Logger()
+
+        def declare_parameter(self, name, default):
+            return Msg(value=["the green circle"] if name == "expressions" else default)
+
+        def create_publisher(self, kind, topic, depth):
+            return self.pubs.setdefault(topic, Pub())
+
+        def create_subscription(self, kind, topic, callback, qos, callback_group=None):
+            self.subs[topic] = callback
+
+        def get_logger(self):
+            return self.logger
+
+    def detection():
+        return Msg(header=None, id="", results=[],
+                   bbox=Msg(center=Msg(position=Msg(x=0.0, y=0.0)), size_x=0.0, size_y=0.0))
+
+    ros = {"Node": Node, "Parameter": Msg(Type=Msg(STRING_ARRAY=None)), "Image": Msg,
+           "CompressedImage": Msg, "String": Msg, "Header": Msg, "Detection2D": detection,
+           "Detection2DArray": lambda: Msg(header=None, detections=[]),
+           "ObjectHypothesisWithPose": lambda: Msg(hypothesis=Msg(class_id="", score=0.0)),
+           "MutuallyExclusiveCallbackGroup": lambda: None,
+           "ReentrantCallbackGroup": lambda: None, "qos_profile_sensor_data": None}
+    monkeypatch.setattr(ros_node, "_segment_srv", lambda: None)
+    monkeypatch.setattr(Segmenter, "from_pack", classmethod(lambda cls, *a, **k: demo_segmenter))
+    node = ros_node.make_node(ros)
+    try:
+        assert any("~/segment off" in line for line in node.logger.lines)
+        bgr = np.ascontiguousarray(scene_image[..., ::-1])
+        image = Msg(encoding="bgr8", height=240, width=320, step=960, is_bigendian=0,
+                    data=array.array("B", bgr.tobytes()),
+                    header=Msg(stamp="T1", frame_id="camera"))
+        node.subs["image"](image)  # the standing expression is asked of it
+        node.subs["~/expression"](Msg(data='["the yellow square"]'))
+        for topic in ("~/mask", "~/detections", "~/result"):
+            for _ in range(2):
+                assert node.pubs[topic].got.acquire(timeout=120), topic
+        assert node.frames.encodes == 1
+        masks = node.pubs["~/mask"].msgs
+        assert {(m.encoding, m.height, m.width, m.step, len(m.data)) for m in masks} == \
+            {("mono8", 240, 320, 320, 240 * 320)}
+        assert masks[0].header.stamp == "T1" and masks[0].header.frame_id == "camera"
+        texts = sorted(d.results[0].hypothesis.class_id
+                       for a in node.pubs["~/detections"].msgs for d in a.detections)
+        assert texts == ["the green circle", "the yellow square"]
+        response = node.on_segment(Msg(expressions=["the green circle"]), Msg())
+        assert response.success and response.message == ""
+        assert json.loads(response.json)["results"][0]["text"] == "the green circle"
+        response = node.on_segment(Msg(expressions=[""]), Msg())
+        assert not response.success and "empty" in response.message
+        node.subs["image"](Msg(encoding="16UC1", height=2, width=2, step=4, is_bigendian=0,
+                               data=bytes(8), header=Msg(stamp="T2", frame_id="camera")))
+        assert any("image dropped" in line and "16UC1" in line for line in node.logger.lines)
+    finally:
+        node.close()
