@@ -42,7 +42,9 @@ from .scenes import SceneTooLarge, UnknownScene
 
 PAGE = Path(__file__).resolve().parent / "page"
 OPEN_PATHS = ("/health", "/", "/favicon.ico")  # and /static/: no token needed
-FORM_FIELDS = {"image", "text", "masks", "alpha", "beta", "proposer_mode", *PROPOSER_OPTIONS}
+FORM_FIELDS = {"image", "text", "masks", "alpha", "beta", "candidates", "proposer_mode",
+               *PROPOSER_OPTIONS}
+SEGMENT_ONLY = {"text", "alpha", "beta", "candidates"}  # fields /scenes refuses
 MAX_FIELDS = 200
 log = logging.getLogger("zsris_rt.service")
 
@@ -162,10 +164,12 @@ def create_app(core: ServiceCore, token: str | None = None,
         image, masks = form["image"], form.get("masks")
         texts = form["text"]
         options, alpha, beta = form["options"], form["alpha"], form["beta"]
+        candidates = form["candidates"]
 
         def work() -> dict[str, Any]:
             rgb = core.decode(image)
-            return core.segment(rgb, texts, core.masks(masks, rgb), options, alpha, beta)
+            return core.segment(rgb, texts, core.masks(masks, rgb), options, alpha, beta,
+                                candidates)
 
         return await on_worker(work)
 
@@ -252,7 +256,7 @@ async def _form(request: Request, max_body_bytes: int, texts_allowed: bool = Tru
 async def _fields(form: FormData, texts_allowed: bool) -> dict[str, Any]:
     allowed = FORM_FIELDS
     if not texts_allowed:
-        allowed = allowed - {"text", "alpha", "beta"}
+        allowed = allowed - SEGMENT_ONLY
     unknown = sorted(set(form.keys()) - allowed)
     if unknown:
         raise HTTPException(400, f"unknown field(s) {', '.join(unknown)}")
@@ -281,4 +285,15 @@ async def _fields(form: FormData, texts_allowed: bool) -> dict[str, Any]:
         raise HTTPException(400, "missing `text`: one or more expressions")
     return {**files, "text": texts, "options": proposer_options(fields),
         "alpha": weight("alpha", fields.get("alpha")),
-        "beta": weight("beta", fields.get("beta"))}
+        "beta": weight("beta", fields.get("beta")),
+        "candidates": _flag("candidates", fields.get("candidates"))}
+
+
+def _flag(name: str, value: str | None) -> bool:
+    """An on/off form field: absent, "", false, 0, no, off → False; true, 1, yes, on → True."""
+    text = (value or "").strip().lower()
+    if text in ("", "false", "0", "no", "off"):
+        return False
+    if text in ("true", "1", "yes", "on"):
+        return True
+    raise HTTPException(400, f"`{name}` must be true or false, got {value!r}")

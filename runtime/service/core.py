@@ -21,7 +21,7 @@ import numpy as np
 from .. import __version__
 from ..errors import TextError, ZsrisError
 from ..image import decode_image, header_size
-from ..mask_io import masks_from_bytes
+from ..mask_io import masks_from_bytes, to_coco_rle
 from ..pack import GeneratorDefaults
 from ..proposer.modes import MODES as PROPOSER_MODES
 from ..result_json import result_to_dict
@@ -208,16 +208,20 @@ class ServiceCore:
 
     def segment(self, image: np.ndarray, texts: Sequence[Any], masks: np.ndarray | None,
                 options: dict[str, Any], alpha: float | None = None,
-                beta: float | None = None) -> dict[str, Any]:
-        """One image, its expressions; nothing is kept."""
+                beta: float | None = None, candidates: bool = False) -> dict[str, Any]:
+        """One image, its expressions; nothing is kept. With `candidates`, the scene's K masks
+        too, once (each result's `scores` are in their order)."""
         texts = checked_texts(texts)
         for text in texts:  # a bad expression is refused before the image is paid for
             self.segmenter.check_text(text)
         scene = self._scene(image, masks, options)
-        return {"image_size": list(scene.image_size), "num_masks": scene.num_masks,
-                "masks_from": "proposer" if masks is None else "request",
-                **self._proposer_facts(scene),
-                "results": self._records(scene, texts, alpha, beta)}
+        out = {"image_size": list(scene.image_size), "num_masks": scene.num_masks,
+               "masks_from": "proposer" if masks is None else "request",
+               **self._proposer_facts(scene),
+               "results": self._records(scene, texts, alpha, beta)}
+        if candidates:
+            out["candidates"] = self._candidates(scene)
+        return out
 
     def delete(self, scene_id: str) -> None:
         self.scenes.delete(scene_id)
@@ -262,6 +266,21 @@ class ServiceCore:
             records.append(result_to_dict(result, seg.backend.name, seg.spacy_model,
                                           scene.proposals))
         return records
+
+    @staticmethod
+    def _candidates(scene: Scene) -> list[dict[str, Any]]:
+        """The scene's K masks in index order: RLE, box, area (and the proposal's facts)."""
+        p = scene.proposals
+        out = []
+        for k in range(scene.num_masks):
+            record: dict[str, Any] = {"index": k, "rle": to_coco_rle(scene.masks[k]),
+                                      "box": [int(v) for v in scene.boxes[k]],
+                                      "area": int(scene.masks[k].sum())}
+            if p is not None:
+                record["predicted_iou"] = float(p.iou[k])
+                record["stability"] = float(p.stability[k])
+            out.append(record)
+        return out
 
     @staticmethod
     def _proposer_facts(scene: Scene) -> dict[str, Any]:
