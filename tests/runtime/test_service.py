@@ -40,7 +40,7 @@ pytest.importorskip("multipart", reason="the service's extra (zsris-rt[serve]) i
 prom_parser = pytest.importorskip("prometheus_client.parser")
 mask_util = pytest.importorskip("pycocotools.mask")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 SCENE_1 = (EXAMPLES / "scene-1.png").read_bytes()
 SCENE_2 = (EXAMPLES / "scene-2.png").read_bytes()
