@@ -18,7 +18,8 @@ class ImageTooLarge(ImageError):
     """More pixels than MAX_PIXELS (a service answers 413)."""
 
 
-def _check_size(h: int, w: int, where: str) -> None:
+def check_size(h: int, w: int, where: str) -> None:
+    """An image of h×w pixels is allowed: at least one, at most MAX_PIXELS (ImageTooLarge)."""
     if h < 1 or w < 1:
         raise ImageError(f"{where}: image has no pixels ({h}×{w})")
     if h * w > MAX_PIXELS:
@@ -69,13 +70,29 @@ def decode_image(data: bytes, where: str = "image") -> np.ndarray:
     that claims more than MAX_PIXELS is refused before decoding."""
     claimed = header_size(data)
     if claimed is not None:
-        _check_size(claimed[1], claimed[0], where)
+        check_size(claimed[1], claimed[0], where)
     buffer = np.frombuffer(data, dtype=np.uint8)
     bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
     if bgr is None:
         raise ImageError(f"{where}: not a readable image (corrupt or unsupported format)")
-    _check_size(bgr.shape[0], bgr.shape[1], where)
+    check_size(bgr.shape[0], bgr.shape[1], where)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class UnsupportedImageFormat(ImageError):
+    """Bytes from outside that are empty or not PNG, JPEG, BMP or WebP: their size cannot be read
+    before decoding (a service answers 415)."""
+
+
+def decode_upload(data: bytes, where: str) -> np.ndarray:
+    """Image bytes from outside (a request, a robot's message): only formats whose header says
+    their size are decoded, and only once that size is allowed."""
+    if not data:
+        raise UnsupportedImageFormat(f"{where}: no data")
+    if header_size(data) is None:
+        raise UnsupportedImageFormat(f"{where}: not a PNG, JPEG, BMP or WebP image (or its "
+                                     "header is cut short)")
+    return decode_image(data, where)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -101,7 +118,7 @@ def as_rgb(image: np.ndarray | str | os.PathLike[str]) -> np.ndarray:
         array = np.repeat(array, 3, axis=2)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ImageError(f"image array must be H×W×3 RGB, got shape {array.shape}")
-    _check_size(array.shape[0], array.shape[1], "image")
+    check_size(array.shape[0], array.shape[1], "image")
     return np.ascontiguousarray(array)
 
 

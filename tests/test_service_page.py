@@ -8,12 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pycocotools import mask as coco_mask
+from serve_process import ServeProcess, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENE = ROOT / "examples" / "scene-2.png"
@@ -39,57 +34,16 @@ needs_browser = pytest.mark.skipif(
 
 # ---------------------------------------------------------------------------- servers
 
-class Server:
-    def __init__(self, token: str | None = None) -> None:
-        exe = shutil.which("zsris-rt") or str(Path(sys.executable).with_name("zsris-rt"))
-        command = [exe, "serve", "--port", "0"] + (["--token", token] if token else [])
-        env = {**os.environ, "ZSRIS_PACK": str(ROOT / "engines" / "demo")}
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines: list[str] = []
-        found = threading.Event()
-
-        def read() -> None:
-            assert self.process.stdout is not None
-            for line in self.process.stdout:
-                self.lines.append(line)
-                if "listening on http://" in line:
-                    self.url = line.rsplit("listening on ", 1)[1].strip()
-                    found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not found.wait(60):
-            self.stop()
-            raise AssertionError("zsris-rt serve did not start:\n" + "".join(self.lines))
-        for _ in range(100):  # listening: /health answers (it needs no token)
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=5):
-                    break
-            except OSError:
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServeProcess]:
+    with serving() as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    s = Server()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def token_server() -> Iterator[Server]:
-    s = Server(TOKEN)
-    yield s
-    s.stop()
+def token_server() -> Iterator[ServeProcess]:
+    with serving(token=TOKEN) as s:
+        yield s
 
 
 def post_segment(url: str, fields: dict[str, Any], image: bytes | None = None,
@@ -121,7 +75,7 @@ def decode(rle: dict[str, Any]) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def answer(server: Server) -> dict[str, Any]:
+def answer(server: ServeProcess) -> dict[str, Any]:
     status, body = post_segment(server.url, {"text": TEXT, "candidates": "true"},
                                 SCENE.read_bytes())
     assert status == 200, body
@@ -130,7 +84,7 @@ def answer(server: Server) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the API field
 
-def test_candidates_field(server: Server, answer: dict[str, Any]) -> None:
+def test_candidates_field(server: ServeProcess, answer: dict[str, Any]) -> None:
     scene = SCENE.read_bytes()
     status, plain = post_segment(server.url, {"text": TEXT}, scene)
     assert status == 200 and "candidates" not in plain  # unchanged without the field
@@ -157,7 +111,7 @@ def test_candidates_field(server: Server, answer: dict[str, Any]) -> None:
     assert status == 400 and "candidates" in body["error"]
 
 
-def test_page_is_served(server: Server, token_server: Server) -> None:
+def test_page_is_served(server: ServeProcess, token_server: ServeProcess) -> None:
     for url in (server.url, token_server.url):  # no token needed for the page and its assets
         for path, kind in (("/", "text/html"), ("/static/page.js", "javascript"),
                            ("/static/page.css", "text/css")):
@@ -230,7 +184,8 @@ def outside(box: list[int], shape: tuple[int, int], margin: int = 0) -> np.ndarr
 
 
 @needs_browser
-def test_page_segments_and_draws(browser: Any, server: Server, answer: dict[str, Any]) -> None:
+def test_page_segments_and_draws(browser: Any, server: ServeProcess,
+                                 answer: dict[str, Any]) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -308,7 +263,7 @@ def test_page_segments_and_draws(browser: Any, server: Server, answer: dict[str,
 
 
 @needs_browser
-def test_page_asks_for_the_token(browser: Any, token_server: Server) -> None:
+def test_page_asks_for_the_token(browser: Any, token_server: ServeProcess) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImageError, TextError
-from ..image import _check_size, decode_image, header_size
+from ..image import check_size, decode_upload
 
 # Encoding → (channels, OpenCV conversion to RGB, or None when the bytes already are RGB).
 ENCODINGS: dict[str, tuple[int, int | None]] = {
@@ -49,7 +49,7 @@ def image_from_msg_fields(encoding: str, height: int, width: int, step: int, dat
                          f"{', '.join(ENCODINGS)})")
     channels, conversion = ENCODINGS[encoding]
     height, width, step = int(height), int(width), int(step)
-    _check_size(height, width, where)
+    check_size(height, width, where)
     row = width * channels
     if step < row:
         raise ImageError(f"{where}: step {step} is shorter than a row of {width} {encoding} "
@@ -78,13 +78,7 @@ def image_from_compressed(format: str, data: Any,
     compressedDepth transport (16-bit depth) is refused."""
     if "compresseddepth" in format.replace(" ", "").lower():
         raise ImageError(f"{where}: format {format!r} is a depth image, not a colour one")
-    raw = bytes(data)
-    if not raw:
-        raise ImageError(f"{where}: no data")
-    if header_size(raw) is None:
-        raise ImageError(f"{where}: format {format!r}, but the data is not a PNG, JPEG, BMP or "
-                         "WebP image (or its header is cut short)")
-    return decode_image(raw, where)
+    return decode_upload(bytes(data), f"{where} (format {format!r})")
 
 
 def mask_to_mono8_fields(mask: np.ndarray) -> tuple[str, int, int, int, bytes]:

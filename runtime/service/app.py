@@ -28,12 +28,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import NoMaskError, ZsrisError
-from ..image import ImageTooLarge
+from ..image import ImageTooLarge, UnsupportedImageFormat
 from .core import (
     PROPOSER_OPTIONS,
     Busy,
     ServiceCore,
-    UnsupportedImage,
     proposer_options,
     weight,
 )
@@ -61,7 +60,7 @@ def status_of(exc: ZsrisError) -> int:
         return 404
     if isinstance(exc, (SceneTooLarge, ImageTooLarge)):
         return 413
-    if isinstance(exc, UnsupportedImage):
+    if isinstance(exc, UnsupportedImageFormat):
         return 415
     return 422
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import TextError, ZsrisError
-from ..image import decode_image, header_size
+from ..image import decode_upload
 from ..mask_io import masks_from_bytes, to_coco_rle
 from ..pack import GeneratorDefaults
 from ..proposer.modes import MODES as PROPOSER_MODES
@@ -43,10 +43,6 @@ class Busy(ZsrisError):
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-
-
-class UnsupportedImage(ZsrisError):
-    """An upload whose format's header cannot be read before decoding (its size unchecked)."""
 
 
 @dataclass(frozen=True)
@@ -174,12 +170,7 @@ class ServiceCore:
 
     def decode(self, image: bytes, where: str = "image") -> np.ndarray:
         """An upload's image, its size checked from its header before anything is decoded."""
-        if not image:
-            raise UnsupportedImage(f"{where} is empty")
-        if header_size(image) is None:
-            raise UnsupportedImage(f"{where}: not a PNG, JPEG, BMP or WebP image (or its header "
-                                   "is cut short)")
-        return decode_image(image, where)
+        return decode_upload(image, where)
 
     def masks(self, data: bytes | None, image: np.ndarray) -> np.ndarray | None:
         return None if data is None else masks_from_bytes(data, image.shape[:2], "masks")

@@ -5,8 +5,6 @@ output."""
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serve_process import serving
 
 from zsris_rt import Segmenter
 from zsris_rt.client import Client, RemoteResult, RequestError, ServiceUnavailable
@@ -26,32 +25,10 @@ MASKS = ROOT / "examples" / "scene-2_masks.npz"
 TOKEN = "s3cret-token-for-tests"
 
 
-def start_server(*options: str) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen([sys.executable, "-m", "zsris_rt.commands", "serve", "--port", "0",
-                                "--threads", "1", *options], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    found = re.search(r"listening on (http://\S+)", line)
-    if found is None:
-        process.kill()
-        raise AssertionError(f"the server did not start: {line}{process.stderr.read()}")
-    return process, found.group(1)
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=60)
-    finally:
-        process.kill()
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    process, url = start_server("--token", TOKEN)
-    yield url
-    stop(process)
+    with serving(token=TOKEN) as process:
+        yield process.url
 
 
 @pytest.fixture(scope="module")

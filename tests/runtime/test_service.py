@@ -11,16 +11,12 @@ from __future__ import annotations
 import http.client
 import io
 import json
-import os
-import re
 import secrets
-import selectors
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from serve_process import ServeProcess
 
 pytest.importorskip("uvicorn", reason="the service's extra (zsris-rt[serve]) is not installed")
 pytest.importorskip("multipart", reason="the service's extra (zsris-rt[serve]) is not installed")
@@ -48,7 +45,6 @@ MASKS_1 = (EXAMPLES / "scene-1_masks.npz").read_bytes()
 MASKS_2 = (EXAMPLES / "scene-2_masks.npz").read_bytes()
 STAR = "the big yellow star"
 TOKEN = "test-token-" + secrets.token_hex(8)
-START_TIMEOUT_S = 120.0
 SLOW = 48  # points_per_side of a request that keeps a worker busy for a while (2304 prompts)
 
 
@@ -159,69 +155,13 @@ class Client:
 # ------------------------------------------------------------------------------ servers
 
 
-class Server:
-    """`zsris-rt serve --port 0 --threads 1 ARGS` in a subprocess, ready once it says where."""
-
-    def __init__(self, *args: str, token: str | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "ZSRIS_PACK"}  # the demo pack
-        env["PYTHONUNBUFFERED"] = "1"
-        self.token = token
-        command = [sys.executable, "-m", "zsris_rt.commands", "serve", "--port", "0",
-                   "--threads", "1", *args]
-        if token is not None:
-            command += ["--token", token]
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=env, cwd=ROOT)
-        self.stderr: list[bytes] = []
-        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
-        self._drain.start()
-        line = self._first_line()
-        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-        if found is None:
-            self.stop()
-            raise AssertionError(f"no address in {line!r}; stderr: {self.log()}")
-        self.port = int(found.group(1))
-        self.pid = self.proc.pid
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.stderr.append(line)
-
-    def _first_line(self) -> str:
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            if not sel.select(START_TIMEOUT_S):
-                self.stop()
-                raise AssertionError(f"the server said nothing in {START_TIMEOUT_S:.0f} s")
-        return self.proc.stdout.readline().decode()
-
-    def log(self) -> str:
-        return b"".join(self.stderr).decode(errors="replace")
+class Server(ServeProcess):
+    """A served process and connections to it."""
 
     def client(self, token: str | None | bool = True) -> Client:
         """A connection; with the server's token unless `token` is False or another."""
         given = self.token if token is True else (None if token is False else token)
-        return Client(self.port, given)  # type: ignore[arg-type]
-
-    def rss(self) -> int:
-        """VmRSS of the server process, bytes."""
-        status = Path(f"/proc/{self.pid}/status").read_text()
-        kib = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-        assert kib is not None
-        return int(kib.group(1)) * 1024
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        return Client(self.port, given)
 
 
 @contextmanager

@@ -12,11 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from zsris_rt.commands.serve import build_parser, check, is_loopback
 from zsris_rt.errors import MaskError, TextError, ZsrisError
-from zsris_rt.image import ImageTooLarge
+from zsris_rt.image import ImageTooLarge, UnsupportedImageFormat
 from zsris_rt.local_features import LocalFeatures
 from zsris_rt.results import Scene
 from zsris_rt.service.app import status_of
-from zsris_rt.service.core import Busy, UnsupportedImage, checked_texts, proposer_options, weight
+from zsris_rt.service.core import Busy, checked_texts, proposer_options, weight
 from zsris_rt.service.metrics import Metrics
 from zsris_rt.service.scenes import SceneStore, SceneTooLarge, UnknownScene, scene_bytes
 
@@ -101,7 +101,7 @@ def test_each_error_has_its_status() -> None:
     assert status_of(Busy("busy", 1)) == 503
     assert status_of(UnknownScene("x")) == 404
     assert status_of(SceneTooLarge("x")) == status_of(ImageTooLarge("x")) == 413
-    assert status_of(UnsupportedImage("x")) == 415
+    assert status_of(UnsupportedImageFormat("x")) == 415
     assert status_of(TextError("x")) == status_of(MaskError("x")) == 422
 
 
