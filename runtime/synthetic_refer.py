@@ -9,6 +9,10 @@ attributes ("the big blue square"), relations ("the circle left of the star"), o
 triangle from the right") or positions ("the small red ring on the left"); each is kept only when
 exactly one object satisfies it, and its sentence dict says which kind it is. RefCOCO+ gets no
 position, relation or ordinal words; RefCOCOg gets the full noun phrase in every sentence.
+`phrasings="new"` (`zsris-rt synth --phrasings new`) writes, on the same scenes, only sentences
+this standard set never says (vertical positions and ordinals, size comparisons, new relation
+words: `zsris_rt.synthetic_spatial`), a held-out test set for reporting only: use it with
+`seed=NEW_PHRASINGS_SEED` (7000) and never to choose settings.
 Annotations alternate between polygons and compressed RLE (a ring whose hole shows is always RLE:
 polygons would fill the hole) so that both decoding paths run. The same seed gives the same bytes.
 """
@@ -46,7 +50,9 @@ MARGIN = 0.06  # of the shorter side: how clearly a referent must stand out alon
 MAX_OBJECTS = 5  # default; a few more fit at 320×240
 RELATIONS = ("left of", "right of", "above", "below")
 ORDINALS = ("second", "third")  # ranks 1 and 2 from one side; rank 0 is "leftmost"
-ExpressionKind = Literal["attribute", "relation", "ordinal", "position"]
+PHRASINGS = ("standard", "new")  # the sentence sets; "new" is zsris_rt.synthetic_spatial's
+ExpressionKind = Literal["attribute", "relation", "ordinal", "position",
+                         "position_v", "ordinal_v", "size", "relation_new"]
 
 
 @dataclass(frozen=True)
@@ -295,12 +301,18 @@ def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> lis
     return out
 
 
-def describe(obj: SceneObject, scene: list[SceneObject], dataset: str = "refcoco") -> \
-        list[Expression]:
+def describe(obj: SceneObject, scene: list[SceneObject], dataset: str = "refcoco",
+             phrasings: str = "standard") -> list[Expression]:
     """Sentences that single `obj` out in `scene`: those true of it with the margin and of no other
-    object without it. RefCOCO+ gets attributes only; RefCOCOg names every attribute."""
+    object without it. RefCOCO+ gets attributes only; RefCOCOg names every attribute. With
+    phrasings "new", the held-out set of `zsris_rt.synthetic_spatial` instead."""
+    candidates = _candidates
+    if phrasings == "new":
+        from .synthetic_spatial import new_candidates  # it builds on this module
+
+        candidates = new_candidates
     kept: dict[str, Expression] = {}
-    for expression in _candidates(obj, scene, dataset):
+    for expression in candidates(obj, scene, dataset):
         if expression.text not in kept and expression.singles_out(obj, scene):
             kept[expression.text] = expression
     return list(kept.values())
@@ -374,11 +386,15 @@ def draw_scene(rng: np.random.Generator, height: int = 240, width: int = 320,
 
 def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: int = 8,
                           seed: int = 0, size: tuple[int, int] = (320, 240),
-                          max_objects: int = MAX_OBJECTS, textures: bool = True) -> Path:
+                          max_objects: int = MAX_OBJECTS, textures: bool = True,
+                          phrasings: str = "standard") -> Path:
     """Write `images` images to ROOT/images and their refs and instances to ROOT/<dataset>;
-    return ROOT/<dataset>. Image i goes to split i mod (number of splits)."""
+    return ROOT/<dataset>. Image i goes to split i mod (number of splits). `phrasings`: "standard"
+    or "new" (the held-out spatial set; same images, other sentences)."""
     if dataset not in SPLITS:
         raise ZsrisError(f"unknown dataset {dataset!r}: use one of {', '.join(SPLITS)}")
+    if phrasings not in PHRASINGS:
+        raise ZsrisError(f"unknown phrasings {phrasings!r}: use one of {', '.join(PHRASINGS)}")
     width, height = size
     if images < 1 or width < 32 or height < 32:
         raise ZsrisError(f"need at least 1 image of at least 32×32 pixels, got {images} of "
@@ -410,7 +426,7 @@ def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: in
                 "segmentation": obj.segmentation, "bbox": [x0, y0, w, h],
                 "area": int(obj.mask.sum()), "iscrowd": 0,
                 "attributes": {"colour": obj.shape.colour, "size": obj.shape.size}})
-            expressions = describe(obj, objects, dataset)
+            expressions = describe(obj, objects, dataset, phrasings)
             if not expressions:
                 continue
             first_sent = sum(len(r["sentences"]) for r in refs)

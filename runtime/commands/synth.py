@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..synthetic_refer import MAX_OBJECTS, SPLITS, write_synthetic_refer
+from ..synthetic_refer import MAX_OBJECTS, PHRASINGS, SPLITS, write_synthetic_refer
+from ..synthetic_spatial import NEW_PHRASINGS_SEED
 from .exit_codes import run_command
 
 
@@ -34,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"most shapes per image, 2 to 12 (default {MAX_OBJECTS})")
     parser.add_argument("--textures", action=argparse.BooleanOptionalAction, default=True,
                         help="textured backgrounds (default); --no-textures: plain grey only")
+    parser.add_argument("--phrasings", default="standard", choices=PHRASINGS,
+                        help="sentence set (default standard); new: the held-out spatial set "
+                             "(vertical positions and ordinals, size comparisons, new relation "
+                             "words) on the same scenes, for reporting only: use it with --seed "
+                             f"{NEW_PHRASINGS_SEED}, a seed nothing is tuned on")
     return parser
 
 
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         folder = write_synthetic_refer(args.out, args.dataset, args.images, args.seed, args.size,
-                                       args.max_objects, args.textures)
+                                       args.max_objects, args.textures, args.phrasings)
         print(f"wrote {args.images} images to {args.out / 'images'} and refs to {folder}")
         print(f"try: zsris-rt eval --pack PACK --data {args.out} --dataset {args.dataset} "
               f"--split val --images {args.out / 'images'} --out eval-{args.dataset} "
