@@ -11,7 +11,7 @@ exactly one object satisfies it, and its sentence dict says which kind it is. Re
 position, relation or ordinal words; RefCOCOg gets the full noun phrase in every sentence.
 `phrasings="new"` (`zsris-rt synth --phrasings new`) writes, on the same scenes, only sentences
 this standard set never says (vertical positions and ordinals, size comparisons, new relation
-words: `zsris_rt.synthetic_spatial`), a held-out test set for reporting only: use it with
+words: see `new_candidates`), a held-out test set for reporting only: use it with
 `seed=NEW_PHRASINGS_SEED` (7000) and never to choose settings.
 Annotations alternate between polygons and compressed RLE (a ring whose hole shows is always RLE:
 polygons would fill the hole) so that both decoding paths run. The same seed gives the same bytes.
@@ -20,8 +20,9 @@ polygons would fill the hole) so that both decoding paths run. The same seed giv
 from __future__ import annotations
 
 import json
+import math
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -50,7 +51,7 @@ MARGIN = 0.06  # of the shorter side: how clearly a referent must stand out alon
 MAX_OBJECTS = 5  # default; a few more fit at 320×240
 RELATIONS = ("left of", "right of", "above", "below")
 ORDINALS = ("second", "third")  # ranks 1 and 2 from one side; rank 0 is "leftmost"
-PHRASINGS = ("standard", "new")  # the sentence sets; "new" is zsris_rt.synthetic_spatial's
+PHRASINGS = ("standard", "new")  # the sentence sets; "new": `new_candidates`
 ExpressionKind = Literal["attribute", "relation", "ordinal", "position",
                          "position_v", "ordinal_v", "size", "relation_new"]
 
@@ -301,16 +302,199 @@ def _candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> lis
     return out
 
 
+# --- The `new` phrasing set (phrasings="new"): a held-out test set, for reporting only -------
+# Same scenes, other sentences, each kept only when it singles its object out the standard way and
+# named with the shortest noun phrase that matches at least two objects, so that the spatial or
+# size word does the work. Kinds: position_v ("the star at the top" – the topmost object of the
+# scene, and a star –, "the top square", "the highest ring", "the lower circle" – upper / lower for
+# pairs only), ordinal_v ("the second circle from the top"), ordinal ("the circle on the far left",
+# "the star furthest right", "the first ring on the left", "the square second from the right"),
+# size ("the biggest circle", "the largest shape": visible areas, by SIZE_RATIO) and relation_new
+# ("the ring under the circle", "the square over the star": centroid offsets by the margin; "the
+# star next to the circle", "the star beside the ring", "the triangle closest to the ring": the
+# nearest centroid by NEAR_MARGIN, next to / beside within NEAR_LIMIT). RefCOCO+ gets sizes only;
+# RefCOCOg the same sentences as RefCOCO (short noun phrases are the point here).
+
+NEW_PHRASINGS_SEED = 7000  # the recommended --seed of the `new` set: reporting only, never tuning
+SIZE_RATIO = 1.5  # how many times larger (smaller) the biggest (smallest) visible area must be
+NEAR_MARGIN = 0.06  # of the shorter side: the nearest's lead over the second nearest
+NEAR_LIMIT = 0.35  # of the shorter side: "next to" / "beside" are at most this far
+ORDINAL_WORDS = ("first", "second", "third")
+
+Holds = Callable[[SceneObject, bool], bool]
+
+
+class AnyShape(NounPhrase):
+    """"shape", "red shape": a noun phrase of any kind."""
+
+    def matches(self, obj: SceneObject) -> bool:
+        return self.colour in (None, obj.shape.colour) and self.size in (None, obj.shape.size)
+
+
+def _rank_along(obj: SceneObject, group: list[SceneObject], axis: int, sign: int, rank: int,
+                margin: float) -> bool:
+    """Whether exactly `rank` members of `group` lie further than `obj` towards the low end of
+    `axis` (sign 1: left / top; -1: right / bottom), each other member at least `margin` away."""
+    gaps = [sign * (obj.centroid[axis] - o.centroid[axis]) for o in group if o is not obj]
+    return sum(g > 0 for g in gaps) == rank and all(abs(g) >= margin for g in gaps)
+
+
+def _ranked_along(phrase: NounPhrase, group: list[SceneObject], axis: int, sign: int,
+                  rank: int, margin: float, obj: SceneObject, strict: bool) -> bool:
+    return phrase.matches(obj) and \
+        _rank_along(obj, group, axis, sign, rank, margin if strict else 0)
+
+
+def _sized(phrase: NounPhrase, group: list[SceneObject], largest: bool, obj: SceneObject,
+           strict: bool) -> bool:
+    """The largest (smallest) visible area of `group`: by SIZE_RATIO when strict."""
+    if not phrase.matches(obj):
+        return False
+    area = float(obj.mask.sum())
+    others = [float(o.mask.sum()) for o in group if o is not obj]
+    ratio = SIZE_RATIO if strict else 1.0
+    if largest:
+        return all(area >= ratio * a and area > a for a in others)
+    return all(ratio * area <= a and area < a for a in others)
+
+
+def _offset(a: SceneObject, b: SceneObject, below: bool) -> float:
+    dy = a.centroid[1] - b.centroid[1]
+    return dy if below else -dy
+
+
+def _vertical(phrase: NounPhrase, anchor: SceneObject, below: bool, margin: float,
+              obj: SceneObject, strict: bool) -> bool:
+    if not phrase.matches(obj) or obj is anchor:
+        return False
+    return _offset(obj, anchor, below) >= (margin if strict else 0) and \
+        _offset(obj, anchor, below) > 0
+
+
+def distance(a: SceneObject, b: SceneObject) -> float:
+    return math.dist(a.centroid, b.centroid)
+
+
+def _nearest(phrase: NounPhrase, group: list[SceneObject], anchor: SceneObject, margin: float,
+             limit: float | None, obj: SceneObject, strict: bool) -> bool:
+    """`obj` is the member of `group` nearest to `anchor`: by `margin` and within `limit` when
+    strict, merely nearest otherwise."""
+    if not phrase.matches(obj) or obj is anchor:
+        return False
+    d = distance(obj, anchor)
+    others = [distance(o, anchor) for o in group if o is not obj and o is not anchor]
+    if not strict:
+        return all(d < e for e in others)
+    return all(d + margin <= e for e in others) and (limit is None or d <= limit)
+
+
+def _first(obj: SceneObject, scene: list[SceneObject], phrases: Iterable[NounPhrase],
+           make: Callable[[NounPhrase, list[SceneObject]], tuple[str, Holds] | None],
+           kind: ExpressionKind) -> Expression | None:
+    """The sentence `make` builds with the first (shortest) phrase that matches `obj` and at least
+    one other object and with which the sentence singles `obj` out; None when none does."""
+    for phrase in phrases:
+        group = [o for o in scene if phrase.matches(o)]
+        if not phrase.matches(obj) or len(group) < 2:
+            continue
+        made = make(phrase, group)
+        if made is None:
+            continue
+        expression = Expression(made[0], kind, made[1])
+        if expression.singles_out(obj, scene):
+            return expression
+    return None
+
+
+def _position_v(scene: list[SceneObject], margin: float, template: str, sign: int,
+                pair_only: bool, whole_scene: bool, phrase: NounPhrase,
+                group: list[SceneObject]) -> tuple[str, Holds] | None:
+    if pair_only and len(group) != 2:
+        return None
+    among = scene if whole_scene else group
+    return template.format(p=phrase), partial(_ranked_along, phrase, among, 1, sign, 0, margin)
+
+
+def _ordinal(axis: int, margin: float, template: str, sign: int, rank: int, phrase: NounPhrase,
+             group: list[SceneObject]) -> tuple[str, Holds] | None:
+    if len(group) <= rank:
+        return None
+    return template.format(p=phrase), \
+        partial(_ranked_along, phrase, group, axis, sign, rank, margin)
+
+
+def _size(word: str, largest: bool, phrase: NounPhrase,
+          group: list[SceneObject]) -> tuple[str, Holds] | None:
+    return f"the {word} {phrase}", partial(_sized, phrase, group, largest)
+
+
+def _relation(scene: list[SceneObject], anchor: SceneObject, anchor_name: NounPhrase, word: str,
+              margin: float, near_limit: float, phrase: NounPhrase,
+              group: list[SceneObject]) -> tuple[str, Holds] | None:
+    if sum(o is not anchor for o in group) < 2:  # the relation must choose between two or more
+        return None
+    text = f"the {phrase} {word} the {anchor_name}"
+    if word in ("under", "beneath", "over"):
+        return text, partial(_vertical, phrase, anchor, word != "over", margin)
+    limit = None if word == "closest to" else near_limit
+    return text, partial(_nearest, phrase, group, anchor, margin, limit)
+
+
+POSITION_V = (("the {p} at the top", 1, False, True), ("the top {p}", 1, False, False),
+              ("the highest {p}", 1, False, False), ("the topmost {p}", 1, False, False),
+              ("the upper {p}", 1, True, False),
+              ("the {p} at the bottom", -1, False, True), ("the bottom {p}", -1, False, False),
+              ("the lowest {p}", -1, False, False), ("the bottommost {p}", -1, False, False),
+              ("the lower {p}", -1, True, False))
+SIZE_WORDS = (("biggest", True), ("largest", True), ("smallest", False), ("tiniest", False))
+RELATION_WORDS = ("under", "beneath", "over", "closest to", "next to", "beside")
+
+
+def new_candidates(obj: SceneObject, scene: list[SceneObject], dataset: str) -> list[Expression]:
+    """The `new` set's sentences that single `obj` out in `scene`, one per template at most."""
+    side = min(obj.mask.shape)
+    margin = MARGIN * side
+    found: list[Expression | None] = []
+    s = obj.shape
+    sized_phrases = [NounPhrase(s.kind), AnyShape("shape"), NounPhrase(s.kind, s.colour),
+                     AnyShape("shape", s.colour)]
+    for word, largest in SIZE_WORDS:
+        found.append(_first(obj, scene, sized_phrases, partial(_size, word, largest), "size"))
+    if dataset != "refcoco+":
+        phrases = phrases_of(obj, full=False)
+        for template, sign, pair_only, whole in POSITION_V:
+            found.append(_first(obj, scene, phrases, partial(
+                _position_v, scene, margin, template, sign, pair_only, whole), "position_v"))
+        for rank in (1, 2):
+            for where, sign in (("top", 1), ("bottom", -1)):
+                template = f"the {ORDINAL_WORDS[rank]} {{p}} from the {where}"
+                found.append(_first(obj, scene, phrases, partial(
+                    _ordinal, 1, margin, template, sign, rank), "ordinal_v"))
+        for where, sign in (("left", 1), ("right", -1)):
+            templates = [(f"the {{p}} on the far {where}", 0), (f"the {{p}} furthest {where}", 0),
+                         (f"the first {{p}} on the {where}", 0),
+                         (f"the {{p}} second from the {where}", 1),
+                         (f"the {{p}} third from the {where}", 2)]
+            for template, rank in templates:
+                found.append(_first(obj, scene, phrases, partial(
+                    _ordinal, 0, margin, template, sign, rank), "ordinal"))
+        for anchor in scene:
+            anchor_name = shortest_name(anchor, scene)
+            if anchor is obj or anchor_name is None:
+                continue
+            for word in RELATION_WORDS:
+                found.append(_first(obj, scene, phrases, partial(
+                    _relation, scene, anchor, anchor_name, word, NEAR_MARGIN * side,
+                    NEAR_LIMIT * side), "relation_new"))
+    return [e for e in found if e is not None]
+
+
 def describe(obj: SceneObject, scene: list[SceneObject], dataset: str = "refcoco",
              phrasings: str = "standard") -> list[Expression]:
     """Sentences that single `obj` out in `scene`: those true of it with the margin and of no other
     object without it. RefCOCO+ gets attributes only; RefCOCOg names every attribute. With
-    phrasings "new", the held-out set of `zsris_rt.synthetic_spatial` instead."""
-    candidates = _candidates
-    if phrasings == "new":
-        from .synthetic_spatial import new_candidates  # it builds on this module
-
-        candidates = new_candidates
+    phrasings "new", the held-out set of `new_candidates` instead."""
+    candidates = new_candidates if phrasings == "new" else _candidates
     kept: dict[str, Expression] = {}
     for expression in candidates(obj, scene, dataset):
         if expression.text not in kept and expression.singles_out(obj, scene):

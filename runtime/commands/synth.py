@@ -6,8 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..synthetic_refer import MAX_OBJECTS, PHRASINGS, SPLITS, write_synthetic_refer
-from ..synthetic_spatial import NEW_PHRASINGS_SEED
+from ..synthetic_refer import (
+    MAX_OBJECTS,
+    NEW_PHRASINGS_SEED,
+    PHRASINGS,
+    SPLITS,
+    write_synthetic_refer,
+)
 from .exit_codes import run_command
 
 

@@ -1,7 +1,7 @@
-"""The `new` phrasing set of `zsris-rt synth` (zsris_rt.synthetic_spatial): the default output
-unchanged, every new sentence re-checked against geometry computed here from the written masks
-(pycocotools, NumPy; none of the generator's code), each new kind present, and `zsris-rt eval`
-reporting on them."""
+"""The `new` phrasing set of `zsris-rt synth` (`zsris_rt.synthetic_refer.new_candidates`): the
+default output unchanged, every new sentence re-checked against geometry computed here from the
+written masks (pycocotools, NumPy; none of the generator's code), each new kind present, and
+`zsris-rt eval` reporting on them."""
 
 from __future__ import annotations
 
@@ -177,8 +177,7 @@ def read(root: Path, dataset: str = "refcoco") -> tuple[list[dict], dict[int, li
 
 
 def test_every_new_sentence_singles_out_its_object(tmp_path):
-    from zsris_rt.synthetic_refer import write_synthetic_refer
-    from zsris_rt.synthetic_spatial import NEW_PHRASINGS_SEED
+    from zsris_rt.synthetic_refer import NEW_PHRASINGS_SEED, write_synthetic_refer
 
     write_synthetic_refer(tmp_path, "refcoco", images=60, seed=NEW_PHRASINGS_SEED,
                           phrasings="new")
