@@ -37,6 +37,8 @@ def result_to_dict(result: Result, backend: str, spacy_model: str,
         "spacy_model": spacy_model,
         "timings_ms": {str(k): float(v) for k, v in result.timings.items()},
     }
+    if result.spatial is not None:
+        record["spatial"] = result.spatial
     if proposals is not None:
         record["proposal"] = {
             "predicted_iou": float(proposals.iou[result.index]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class Result:
     # K float32, 100·cos(f_k, t); −inf for a mask a pruned query never fully scored
     # (runtime/local_pruning.py), so argmax(scores) is always `index`
     scores: np.ndarray
-    index: int  # argmax of scores, ties to the lowest index; always a fully scored mask
+    index: int  # argmax of scores, ties to the lowest index (unless `spatial` moved it)
     masks: np.ndarray  # K×H×W bool, the candidates scored
     boxes: np.ndarray  # K×4 int64
     alpha: float
@@ -74,6 +75,10 @@ class Result:
     # f^L rows the choice needed: K when every mask is scored, fewer when pruned; None when the
     # Result was made elsewhere than `Segmenter.query`
     local_computed: int | None = None
+    # With a spatial segmenter and an expression with spatial words: what the parse found and
+    # how it changed the choice (runtime/spatial/resolve.py); `index` is then that choice, which
+    # may differ from argmax(scores), the paper's.
+    spatial: dict[str, Any] | None = None
 
     @property
     def scored(self) -> np.ndarray:

@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from types import EllipsisType
@@ -35,6 +36,7 @@ from .proposer import ImageEmbedding, Proposer
 from .proposer.modes import ProposerMode
 from .proposer.modes import proposer_mode as proposer_mode_of
 from .results import Proposals, Result, Scene
+from .scoring import fuse_and_score
 from .text import ExpressionParser, Phrases
 from .tokenizer import ClipTokenizer
 
@@ -69,8 +71,12 @@ class Segmenter:
     def __init__(self, pack: Pack, backend: Backend, alpha: float | None = None,
                  beta: float | None = None, spacy_model: str | None = None,
                  local_top: int | None = None, local_bound: bool = False,
-                 proposer_mode: str | ProposerMode = "exact", preload: bool = True) -> None:
+                 proposer_mode: str | ProposerMode = "exact", preload: bool = True,
+                 spatial: bool = False) -> None:
         self.pack = pack
+        # Spatial words (left, second from the top, beneath the X, the biggest) chosen with the
+        # masks' geometry (runtime/spatial/); off: the paper's choice, always.
+        self.spatial = bool(spatial)
         self.proposer_mode = proposer_mode_of(proposer_mode)
         self.settings: ClipSettings = pack.clip
         self.backend = backend
@@ -113,7 +119,7 @@ class Segmenter:
                   local_bound: bool = False,
                   engine_cache: str | os.PathLike[str] | None = None,
                   proposer_mode: str | ProposerMode = "exact",
-                  preload: bool = True) -> Segmenter:
+                  preload: bool = True, spatial: bool = False) -> Segmenter:
         """Load and verify a pack (default: the demo pack, see `default_pack`), and bind it to a
         backend ("cpu", "cuda", "ort-trt", "trt" or "auto"; see `create_backend`) at `precision`
         ("fp32"; "int8": the pack's int8 graphs or TensorRT int8 engines; "fp16": TensorRT).
@@ -123,14 +129,17 @@ class Segmenter:
         each graph when it first runs instead of now (but one small graph, to check the backend
         starts): a one-shot job then never holds the CLIP weights and the proposer encoder's
         working memory at once (its peak memory falls by the smaller of the two), while a warm
-        segmenter's first query is not slowed by loading."""
+        segmenter's first query is not slowed by loading. `spatial=True` reads positions,
+        ordinals, relations and superlative sizes in the expressions (runtime/spatial/); an
+        expression without them gets the paper's choice exactly."""
         pack = load_pack(default_pack() if path is None else Path(path), verify=verify)
         validate_local_top(local_top)  # refuse bad options before building a backend
         validate_local_bound(local_bound, pack.clip.local_norm_bound)
         proposer_mode_of(proposer_mode)
         return cls(pack, create_backend(pack, backend, threads=threads, precision=precision,
                                         engine_cache=engine_cache),
-                   alpha, beta, spacy_model, local_top, local_bound, proposer_mode, preload)
+                   alpha, beta, spacy_model, local_top, local_bound, proposer_mode, preload,
+                   spatial)
 
     @property
     def spacy_model(self) -> str:
@@ -295,10 +304,36 @@ class Segmenter:
         local_ms = sum(timings.get(k, 0.0) - v for k, v in before.items())
         timings["score"] = timings.get("score", 0.0) + \
             (time.perf_counter() - start) * 1e3 - local_ms
-        return Result(text=text, sentence=phrases.sentence, noun_phrase=phrases.noun_phrase,
-                      scores=choice.scores, index=choice.index, masks=scene.masks,
-                      boxes=scene.boxes, alpha=alpha, beta=beta, truncated=truncated,
-                      timings=timings, local_computed=choice.local_computed)
+        result = Result(text=text, sentence=phrases.sentence, noun_phrase=phrases.noun_phrase,
+                        scores=choice.scores, index=choice.index, masks=scene.masks,
+                        boxes=scene.boxes, alpha=alpha, beta=beta, truncated=truncated,
+                        timings=timings, local_computed=choice.local_computed)
+        return self._spatial(scene, result, alpha, beta) if self.spatial else result
+
+    def _spatial(self, scene: Scene, result: Result, alpha: float, beta: float) -> Result:
+        """The paper's result, its choice moved by the expression's spatial words if it has any
+        (runtime/spatial/resolve.py); `result.spatial` says what was found and what changed."""
+        from .spatial import parse_spatial
+        from .spatial.choice import Geometry
+        from .spatial.resolve import resolve
+
+        start = time.perf_counter()
+        with self._text_lock:
+            parse = parse_spatial(result.text, self.parser.nlp)
+        if not parse.spatial or not parse.target.strip():
+            return result
+        scene.local.ensure(np.arange(scene.num_masks), result.timings)  # every f^L row
+
+        def score(phrase: str) -> np.ndarray:
+            _, t_sentence, t_phrase, _ = self.encode_text(phrase)
+            return fuse_and_score(scene.global_features, scene.local_features, t_sentence,
+                                  t_phrase, alpha, beta)
+
+        choice = resolve(parse, score, Geometry.of(scene.masks))
+        timings = dict(result.timings)
+        timings["spatial"] = (time.perf_counter() - start) * 1e3
+        return replace(result, index=choice.index, timings=timings,
+                       spatial=choice.describe(result.index))
 
     def segment(self, image: np.ndarray | str | os.PathLike[str], text: str,
                 masks: np.ndarray | None = None, proposer_mode: str | ProposerMode | None = None,

@@ -74,6 +74,11 @@ class ExpressionParser:
         self._nlp = load_spacy(spacy_model)
         self._parse_cached = lru_cache(maxsize=1024)(self._parse)
 
+    @property
+    def nlp(self) -> Any:
+        """The loaded spaCy pipeline (for other parses of the same expressions)."""
+        return self._nlp
+
     def parse(self, expression: str) -> Phrases:
         if not isinstance(expression, str) or not expression.strip():
             raise TextError("the expression is empty")

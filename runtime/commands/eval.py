@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                               "proposals": args.proposals, "proposer_options": overrides,
                               "proposer_mode": proposer_mode, "alpha": seg.alpha, "beta": seg.beta,
                               "precision": args.precision, "local_top": args.local_top,
-                              "local_bound": args.local_bound}, bool(previous))
+                              "local_bound": args.local_bound, "spatial": seg.spatial},
+                  bool(previous))
     evaluator = Evaluator(seg, data, args.images, args.proposals == "gt", overrides)
     new = append_rows(csv_path, keep, [s for s in selected if s.key not in done],
                        evaluator, f"eval {where}")
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images_folder": str(args.images), "pack": str(args.pack), "proposals": args.proposals,
         "proposer_options": overrides, "proposer_mode": proposer_mode,
         "prompts_per_image": mean_or_none(evaluator.prompts), "alpha": seg.alpha, "beta": seg.beta,
-        "local_top": args.local_top, "local_bound": args.local_bound,
+        "local_top": args.local_top, "local_bound": args.local_bound, "spatial": seg.spatial,
         "maskops": implementation(), **seg.backend.describe(), "limit": args.limit,
         "official": metrics(kept), "strict": metrics(rows),
         "by_kind": {kind: {"official": metrics([r for r in kept if r.kind == kind]),

@@ -52,6 +52,10 @@ def add_segmenter_options(parser: argparse.ArgumentParser) -> None:
     fast.add_argument("--local-bound", action="store_true",
                       help="exact pruning: encode local crops in rounds (of --local-top, "
                            "default 4) until no other mask can win; same answer as exact")
+    parser.add_argument("--spatial", action="store_true",
+                        help="read spatial words (left, the second from the top, beneath the X, "
+                             "the biggest) with the masks' geometry; without them an expression "
+                             "gets the paper's choice exactly (default off: the paper's scoring)")
     parser.add_argument("--spacy-model", help="spaCy pipeline for parsing expressions "
                                               "(default: the pack's)")
     parser.add_argument("--no-verify", action="store_true",
@@ -98,4 +102,4 @@ def load_segmenter(args: argparse.Namespace, preload: bool = True) -> Segmenter:
                                engine_cache=args.engine_cache, local_top=args.local_top,
                                local_bound=args.local_bound,
                                proposer_mode=getattr(args, "proposer_mode", None) or "exact",
-                               preload=preload)
+                               preload=preload, spatial=getattr(args, "spatial", False))

@@ -135,7 +135,7 @@ def remote(args: argparse.Namespace) -> dict[str, Any]:
     given = [name for name in LOCAL_ONLY if getattr(args, name, None) is not None]
     given += [f"{name} {getattr(args, name)}" for name, default in
               (("backend", "cpu"), ("precision", "fp32")) if getattr(args, name) != default]
-    given += [name for name in ("local_bound", "no_verify") if getattr(args, name)]
+    given += [name for name in ("local_bound", "no_verify", "spatial") if getattr(args, name)]
     if given:
         raise ZsrisError("--" + ", --".join(g.replace("_", "-") for g in given) +
                          ": for a local run only (the server runs its own pack and settings)")

@@ -226,6 +226,7 @@ class ServiceCore:
                 "precision": seg.backend.describe().get("precision", "fp32"),
                 "proposer": seg.proposer is not None,
                 "proposer_mode": seg.proposer_mode.name, "spacy_model": seg.spacy_model,
+                "spatial": seg.spatial,
                 "workers": self.config.workers, "max_queue": self.config.max_queue,
                 "scenes": held, "scene_bytes": nbytes,
                 "uptime_s": round(time.time() - self.started, 1)}

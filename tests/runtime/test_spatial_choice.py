@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from zsris_rt.spatial.choice import (
+    KIND_TEMPERATURE,
     Geometry,
     between_likelihood,
     expected_rank,
@@ -34,7 +35,8 @@ def choose(p_kind: np.ndarray, likelihood: np.ndarray) -> int:
     return int(np.argmax(posterior(p_kind, likelihood)))
 
 
-CIRCLE, SQUARE = 30.0, 18.0  # CLIP-like 100·cos scores: the target kind, something else
+# CLIP-like 100·cos scores: the target kind, and something CLIP is sure it is not
+CIRCLE, SQUARE = 30.0, 30.0 - 5 * KIND_TEMPERATURE
 
 
 def test_geometry_of_masks() -> None:
@@ -47,8 +49,9 @@ def test_geometry_of_masks() -> None:
     assert g.boxes.tolist() == [[40, 10, 60, 20], [0, 50, 200, 100]]
 
 
-def test_kind_probabilities_are_clip_softmax() -> None:
-    p = kind_probabilities(np.array([30.0, 30.0, 30.0 - np.log(2.0), -np.inf]))
+def test_kind_probabilities_are_a_tempered_softmax() -> None:
+    p = kind_probabilities(np.array([30.0, 30.0, 30.0 - KIND_TEMPERATURE * np.log(2.0),
+                                     -np.inf]))
     np.testing.assert_allclose(p, [0.4, 0.4, 0.2, 0.0])
     np.testing.assert_allclose(kind_probabilities(np.array([-np.inf, -np.inf])), [0.5, 0.5])
 
@@ -133,5 +136,5 @@ def test_uncertain_kinds_degrade_to_geometry_and_zero_likelihood_to_clip() -> No
 def test_membership_is_relative_to_clips_best() -> None:
     from zsris_rt.spatial.choice import membership
 
-    p = kind_probabilities(np.array([CIRCLE, CIRCLE, CIRCLE - 1.0, SQUARE]))
-    np.testing.assert_allclose(membership(p), [1.0, 1.0, np.exp(-1.0), np.exp(SQUARE - CIRCLE)])
+    p = kind_probabilities(np.array([CIRCLE, CIRCLE, CIRCLE - KIND_TEMPERATURE, SQUARE]))
+    np.testing.assert_allclose(membership(p), [1.0, 1.0, np.exp(-1.0), np.exp(-5.0)])
