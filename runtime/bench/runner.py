@@ -74,6 +74,7 @@ class Config:
     modes: list[str] = field(default_factory=lambda: ["exact"])
     proposer_modes: list[str] = field(default_factory=lambda: list(PROPOSER_MODES))
     backend: str = "cpu"
+    spatial: bool = False  # the runtime's segmenter reads spatial words (the reference never)
 
 
 class Bench:
@@ -139,7 +140,7 @@ class Bench:
                      "runs": cfg.runs, "expressions": cfg.expressions,
                      "texts": expressions(cfg.expressions[-1]), "expressions_k": cfg.ks[0]}
         report["runtime"], report["reference"] = {}, {}
-        self.side("runtime", "clip", clip_spec)
+        self.side("runtime", "clip", dict(clip_spec, spatial=cfg.spatial))
         self.modes(pack, image, clip_spec)
         if reference:
             self.side("reference", "clip", dict(clip_spec, checkpoint=clip_checkpoint))

@@ -20,7 +20,8 @@ def _load(spec: Json, preload: bool = True) -> tuple[Any, Json]:
 
     start = time.perf_counter()
     seg = Segmenter.from_pack(spec["pack"], backend=spec.get("backend", "cpu"),
-                              threads=spec["threads"], preload=preload, **spec.get("mode", {}))
+                              threads=spec["threads"], preload=preload,
+                              spatial=spec.get("spatial", False), **spec.get("mode", {}))
     return seg, {"startup_s": time.perf_counter() - start, "rss_after_load": peak_rss()}
 
 

@@ -86,6 +86,9 @@ def build_parser() -> Parser:
                      "comma-separated, each exact or int8 / topM / bound joined with + (e.g. "
                      "int8,top4,top8,int8+top8); int8 quantises a random pack on first use "
                      "(a given --pack needs its int8 graphs)")
+    how.add_argument("--spatial", action="store_true",
+                     help="the runtime's CLIP runs read spatial words (--spatial of the main "
+                          "command; the reference is the paper's scoring)")
     how.add_argument("--proposer-mode", type=proposer_mode_list, dest="proposer_modes",
                      default=list(PROPOSER_MODES), help="proposer modes of the proposer stages "
                      "and the main job, comma-separated (default exact,fast; the reference is "
@@ -123,7 +126,8 @@ def config_from(args: argparse.Namespace) -> Config:
                  pack=args.pack, clip_checkpoint=args.clip_checkpoint,
                  proposer_checkpoint=args.proposer_checkpoint, smoke=args.smoke,
                  points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                 backend=args.backend, proposer_modes=args.proposer_modes)
+                 backend=args.backend, proposer_modes=args.proposer_modes,
+                 spatial=args.spatial)
     if args.smoke:
         cfg.geometry, cfg.proposer, cfg.ks, cfg.expressions = "tiny", "sam2-tiny", [2], [1, 2]
         cfg.runs, cfg.warmup, cfg.proposer_runs, cfg.proposer_warmup = 1, 0, 1, 0

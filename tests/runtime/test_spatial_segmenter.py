@@ -79,3 +79,16 @@ def test_the_json_says_what_the_parse_found() -> None:
     assert first["spatial"]["applied"] == ["position x left"] and "spatial" not in second
     stars = [i for i, o in enumerate(entry["objects"]) if o["kind"] == "star"]
     assert first["index"] == min(stars, key=lambda i: centroid_x(masks[i]))
+
+
+def test_bench_passes_spatial_to_the_runtime_side_only() -> None:
+    from zsris_rt.bench.runtime_side import _load
+    from zsris_rt.commands.bench import build_parser, config_from
+
+    cfg = config_from(build_parser().parse_args(["--smoke", "--spatial", "--no-reference"]))
+    assert cfg.spatial is True
+    seg, _ = _load({"pack": str(ROOT / "engines" / "demo"), "threads": 1, "spatial": True},
+                   preload=False)
+    assert seg.spatial is True
+    plain, _ = _load({"pack": str(ROOT / "engines" / "demo"), "threads": 1}, preload=False)
+    assert plain.spatial is False
