@@ -138,3 +138,31 @@ def test_membership_is_relative_to_clips_best() -> None:
 
     p = kind_probabilities(np.array([CIRCLE, CIRCLE, CIRCLE - KIND_TEMPERATURE, SQUARE]))
     np.testing.assert_allclose(membership(p), [1.0, 1.0, np.exp(-1.0), np.exp(-5.0)])
+
+
+def test_resolve_puts_the_parse_and_the_model_together() -> None:
+    from zsris_rt.spatial.parse import Ordinal, Position, Relation, SpatialParse
+    from zsris_rt.spatial.resolve import resolve
+
+    g = scene(*ROW)
+    phrase_scores = {"circle": ROW_SCORES, "square": np.array([SQUARE] * 4 + [CIRCLE])}
+
+    def score(phrase: str) -> np.ndarray:
+        return phrase_scores[phrase]
+
+    second = resolve(SpatialParse("circle", ordinal=Ordinal("rank", 2, "x", "left")), score, g)
+    assert second.index == 1 and second.applied == ("ordinal x 2 from left",)
+    last = resolve(SpatialParse("circle", ordinal=Ordinal("last", None, None, None)), score, g)
+    assert last.index == 3  # the end of the row of circles, the square not counted
+    middle = resolve(SpatialParse("circle", ordinal=Ordinal("middle", None, None, None)), score,
+                     g)
+    assert middle.index in (1, 2)  # four circles: the middle lies between the 2nd and the 3rd
+    right = resolve(SpatialParse("circle", position=Position("x", "right", True)), score, g)
+    assert right.index == 3
+    near = resolve(SpatialParse("circle", relation=Relation("near", ("square",))), score, g)
+    assert near.index == 3
+    told = near.describe(paper_index=0)
+    assert told["relation"] == {"kind": "near", "landmarks": ["square"]}
+    assert told["changed"] is True and told["paper_index"] == 0 and told["applied"] == [
+        "relation near"]
+    assert 0.0 < told["probability"] <= 1.0
