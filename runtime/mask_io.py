@@ -226,16 +226,8 @@ def _one_line(exc: BaseException) -> str:
 def masks_from_bytes(raw: bytes, image_size: tuple[int, int], where: str = "masks") -> np.ndarray:
     """Proposal masks from the bytes of an .npz, .npy or COCO-style JSON document (told apart by
     their content, never by a name), validated for the image."""
-    start = raw.lstrip()[:1]
-    try:
-        masks = _load_json(raw, image_size) if start in (b"[", b"{") else \
-            _load_numpy(raw, image_size)
-        return validate_masks(masks, image_size)
-    except MaskError as exc:
-        raise MaskError(f"{where}: {exc}") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-        raise MaskError(f"{where}: cannot read masks: not an .npz, .npy or COCO JSON document "
-                        f"({type(exc).__name__}: {_one_line(exc)})") from None
+    return _read_masks(raw, image_size, where, raw.lstrip()[:1] in (b"[", b"{"),
+                       ": not an .npz, .npy or COCO JSON document")
 
 
 def load_masks(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
@@ -252,12 +244,21 @@ def load_masks(path: str | Path, image_size: tuple[int, int]) -> np.ndarray:
         raise MaskError(f"mask path is not a file: {path}")
     try:
         raw = path.read_bytes()
-        masks = _load_json(raw, image_size) if suffix == ".json" else \
-            _load_numpy(raw, image_size)
+    except OSError as exc:
+        raise MaskError(f"{path}: cannot read masks ({type(exc).__name__}: "
+                        f"{_one_line(exc)})") from None
+    return _read_masks(raw, image_size, str(path), suffix == ".json", "")
+
+
+def _read_masks(raw: bytes, image_size: tuple[int, int], where: str, as_json: bool,
+                hint: str) -> np.ndarray:
+    """The masks of a JSON or NumPy document, validated; every defect one MaskError naming
+    `where` (`hint` follows "cannot read masks" when the document cannot be read at all)."""
+    try:
+        masks = _load_json(raw, image_size) if as_json else _load_numpy(raw, image_size)
         return validate_masks(masks, image_size)
     except MaskError as exc:
-        raise MaskError(f"{path}: {exc}") from None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise MaskError(
-            f"{path}: cannot read masks ({type(exc).__name__}: {_one_line(exc)})"
-        ) from None
+        raise MaskError(f"{where}: {exc}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise MaskError(f"{where}: cannot read masks{hint} ({type(exc).__name__}: "
+                        f"{_one_line(exc)})") from None

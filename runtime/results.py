@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,12 @@ class Scene:
     @property
     def num_masks(self) -> int:
         return int(self.masks.shape[0])
+
+    @cached_property
+    def mask_geometries(self) -> tuple[MaskGeometry, ...]:
+        """Area, centroid, axis and box of each mask, measured once for every query that needs
+        them (spatial words)."""
+        return tuple(mask_geometry(mask) for mask in self.masks)
 
     @property
     def local_features(self) -> np.ndarray:

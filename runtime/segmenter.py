@@ -329,7 +329,8 @@ class Segmenter:
             return fuse_and_score(scene.global_features, scene.local_features, t_sentence,
                                   t_phrase, alpha, beta)
 
-        choice = resolve(parse, score, Geometry.of(scene.masks))
+        choice = resolve(parse, score, Geometry.measured(scene.mask_geometries,
+                                                         scene.image_size))
         timings = dict(result.timings)
         timings["spatial"] = (time.perf_counter() - start) * 1e3
         return replace(result, index=choice.index, timings=timings,

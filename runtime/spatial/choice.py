@@ -27,11 +27,12 @@ runs and the paper's choice stands, exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..maskops import tight_boxes
+from ..geometry import MaskGeometry, mask_geometry
 
 # Score points per e-fold of the probabilities over the masks. At 1 (CLIP's own logit scale) a
 # star CLIP scores 5 points below another is e^-5 as likely a "star" and drops out of every
@@ -55,14 +56,19 @@ class Geometry:
     @classmethod
     def of(cls, masks: np.ndarray) -> Geometry:
         masks = np.asarray(masks, dtype=bool)
-        k, h, w = masks.shape
-        flat = masks.reshape(k, -1)
-        counts = flat.sum(axis=1).astype(np.float64)
-        ys, xs = np.divmod(np.arange(h * w), w)
-        safe = np.maximum(counts, 1.0)
-        cx = (flat @ (xs + 0.5)) / safe / w
-        cy = (flat @ (ys + 0.5)) / safe / h
-        return cls(np.stack([cx, cy], axis=1), counts / (h * w), tight_boxes(masks))
+        return cls.measured([mask_geometry(mask) for mask in masks], masks.shape[1:])
+
+    @classmethod
+    def measured(cls, geometries: Sequence[MaskGeometry], image_size: Sequence[int]
+                 ) -> Geometry:
+        """From each mask's `mask_geometry` (pixel centres at integer coordinates: the pixel
+        (x, y) covers x … x + 1 in image fractions' terms)."""
+        h, w = int(image_size[0]), int(image_size[1])
+        centroids = np.array([[(g.centroid[0] + 0.5) / w, (g.centroid[1] + 0.5) / h]
+                              for g in geometries], dtype=np.float64).reshape(-1, 2)
+        areas = np.array([g.area for g in geometries], dtype=np.float64) / (h * w)
+        boxes = np.array([g.box for g in geometries], dtype=np.int64).reshape(-1, 4)
+        return cls(centroids, areas, boxes)
 
 
 def kind_probabilities(scores: np.ndarray) -> np.ndarray:
