@@ -100,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo", help="train the demo pack's tiny CLIP and SAM here and export them",
         description="Train a tiny CLIP (contrastive, on captions of synthetic objects) and a tiny "
-                    "SAM (on point prompts) on synthetic scenes, on the CPU, and export both with "
-                    "the exporters above into a pack: how engines/demo was made. About 40 minutes "
-                    "at the default steps on one thread; same seed and threads, same weights.")
+                    "SAM 2 (on point prompts) on synthetic scenes, on the CPU, and export both "
+                    "with the exporters above into a pack: how engines/demo was made. About an "
+                    "hour at the default steps on two cores (the models side by side, one thread "
+                    "each); same seed and threads, same weights.")
     demo.add_argument("--out", required=True, help="pack folder to write (e.g. engines/demo)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--clip-steps", type=int, default=CLIP_STEPS, help=f"CLIP training steps (8 "
@@ -110,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--proposer-steps", type=int, default=PROPOSER_STEPS,
                       help=f"proposer training steps (4 scenes × 16 prompts each; default "
                            f"{PROPOSER_STEPS})")
-    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1; the "
-                      "weights depend on it)")
+    demo.add_argument("--threads", type=int, default=1, help="torch threads per model (default "
+                      "1; the weights depend on it)")
+    demo.add_argument("--jobs", type=int, default=2, help="train the two models side by side in "
+                      "this many processes (default 2; the weights do not depend on it)")
     demo.add_argument("--work", help="keep the trained checkpoints in this folder")
     demo.add_argument("--force", action="store_true", help="replace an existing pack folder")
 
@@ -224,6 +227,7 @@ def _demo(args: argparse.Namespace) -> int:
     _quiet_transformers()
     build_demo_pack(DemoConfig(out=Path(args.out), seed=args.seed, clip_steps=args.clip_steps,
                                proposer_steps=args.proposer_steps, threads=args.threads,
+                               jobs=args.jobs,
                                work=Path(args.work) if args.work else None, force=args.force))
     return 0
 

@@ -9,9 +9,12 @@ provenance records the training runs, so the pack says how it was made.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,23 +45,70 @@ class DemoConfig:
     seed: int = 0
     clip_steps: int = CLIP_STEPS
     proposer_steps: int = PROPOSER_STEPS
-    threads: int = 1  # torch threads: the weights depend on it
+    threads: int = 1  # torch threads per model: the weights depend on it
+    jobs: int = 2  # models trained side by side in processes of their own (weights unchanged)
     work: Path | None = None  # keep the trained checkpoints here (and reuse them)
     force: bool = False  # replace an existing pack folder
 
 
-def _trained(folder: Path, wanted: dict, say: Callable[[str], None],
-             train: Callable[[], dict]) -> dict:
-    """Train into `folder`, or reuse what an earlier run with the same settings left there (its
-    `training.json` says how it was made): re-exporting need not retrain."""
+def _reused(folder: Path, wanted: dict) -> dict | None:
+    """What an earlier run with the same settings left in `folder` (its `training.json` says how
+    it was made), so that re-exporting need not retrain; None when there is nothing to reuse."""
     record = folder / "training.json"
-    if record.is_file():
-        facts = json.loads(record.read_text())
-        if all(facts.get(key) == value for key, value in wanted.items()):
-            say(f"reuse  {folder} (trained with the same settings)")
-            return facts
-    facts = train()
-    record.write_text(json.dumps(facts, indent=1) + "\n")
+    if not record.is_file():
+        return None
+    facts = json.loads(record.read_text())
+    return facts if all(facts.get(key) == value for key, value in wanted.items()) else None
+
+
+def _train(model: str, folder: Path, steps: int, seed: int, threads: int, origin: float) -> dict:
+    """Train one of the two demo models into `folder` and record how: the unit of work a worker
+    process runs (its progress lines are stamped from the parent's `origin` and tagged)."""
+    from zsris_rt.progress import progress_printer
+
+    stamped = progress_printer(origin)
+
+    def say(message: str) -> None:
+        stamped(f"{model}: {message}")
+
+    if model == "clip":
+        from .demo_clip import train_clip
+
+        facts = train_clip(folder, steps=steps, seed=seed, threads=threads, progress=say)
+    else:
+        from .demo_proposer import train_proposer
+
+        facts = train_proposer(folder, steps, seed=seed, threads=threads, progress=say)
+    (folder / "training.json").write_text(json.dumps(facts, indent=1) + "\n")
+    return facts
+
+
+def _train_both(config: DemoConfig, work: Path, say: Callable[[str], None], origin: float
+                ) -> dict[str, dict]:
+    """Both models' training facts: reused where `work` has them, else trained, side by side in
+    `config.jobs` worker processes (each pins its own threads, so the weights do not depend on
+    the number of jobs)."""
+    steps = {"clip": config.clip_steps, "proposer": config.proposer_steps}
+    facts: dict[str, dict] = {}
+    for model, count in steps.items():
+        reused = _reused(work / model, {"steps": count, "seed": config.seed,
+                                        "threads": config.threads})
+        if reused is not None:
+            say(f"reuse  {work / model} (trained with the same settings)")
+            facts[model] = reused
+    todo = [model for model in steps if model not in facts]
+    for model in todo:
+        say(f"train  {model}, {steps[model]} steps (seed {config.seed}, "
+            f"{config.threads} thread(s))")
+    arguments = [(model, work / model, steps[model], config.seed, config.threads, origin)
+                 for model in todo]
+    if config.jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(max_workers=min(config.jobs, len(todo)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_train, *args) for args in arguments]
+            facts.update(zip(todo, (future.result() for future in futures), strict=True))
+    else:
+        facts.update((model, _train(*args)) for model, args in zip(todo, arguments, strict=True))
     return facts
 
 
@@ -70,32 +120,21 @@ def build_demo_pack(config: DemoConfig) -> Path:
     from zsris_rt.progress import progress_printer
 
     from .clip_pack import ClipExportConfig, export_clip_pack
-    from .demo_clip import train_clip
-    from .demo_proposer import train_proposer
     from .sam_pack import SamExportConfig, export_sam_into_pack
 
-    say = progress_printer()
+    origin = time.perf_counter()
+    say = progress_printer(origin)
     out = config.out
     if out.exists() and any(out.iterdir()) and not config.force:
         raise ZsrisError(f"{out} exists and is not empty (use --force to replace it)")
-    if min(config.clip_steps, config.proposer_steps, config.threads) < 1:
-        raise ZsrisError("--clip-steps, --proposer-steps and --threads must be at least 1")
+    if min(config.clip_steps, config.proposer_steps, config.threads, config.jobs) < 1:
+        raise ZsrisError("--clip-steps, --proposer-steps, --threads and --jobs must be at least 1")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = config.work or Path(tempfile.mkdtemp(prefix="zsris-demo-"))
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
-        say(f"train  CLIP, {config.clip_steps} steps (seed {config.seed}, "
-            f"{config.threads} thread(s))")
-        clip = _trained(work / "clip", {"steps": config.clip_steps, "seed": config.seed,
-                                        "threads": config.threads}, say,
-                        lambda: train_clip(work / "clip", steps=config.clip_steps, seed=config.seed,
-                                           threads=config.threads, progress=say))
-        say(f"train  proposer, {config.proposer_steps} steps")
-        proposer = _trained(work / "proposer", {"steps": config.proposer_steps, "seed": config.seed,
-                                                "threads": config.threads}, say,
-                            lambda: train_proposer(work / "proposer", config.proposer_steps,
-                                                   seed=config.seed, threads=config.threads,
-                                                   progress=say))
+        trained = _train_both(config, work, say, origin)
+        clip, proposer = trained["clip"], trained["proposer"]
         export_clip_pack(ClipExportConfig(
             checkpoint=work / "clip" / "clip.pt", out=staging, format="openai",
             alpha=DEMO_ALPHA, spacy_model=DEFAULT_SPACY_MODEL,

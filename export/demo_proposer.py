@@ -1,11 +1,12 @@
-"""Train the demo pack's proposer: a tiny SAM trained here, on synthetic scenes, with point prompts.
+"""Train the demo pack's proposer: a tiny SAM 2, trained here on synthetic scenes, point prompts.
 
 No real SAM checkpoint can be downloaded where the demo pack is built, and a random SAM proposes
 noise, so the pack's proposer is trained from scratch on `synthetic_refer` scenes with SAM's recipe
 (simplified): one positive point per prompt, three masks per prompt with the loss on the best one,
 and an IoU head taught the true IoU of all three so that the automatic mask generator's filters
 work. Inputs go through the runtime's own `prepare_input`, so training sees the runtime's pixels.
-The result is a Hugging Face `SamModel` folder for the ordinary exporter (`zsris-export sam`).
+The result is a Hugging Face `Sam2Model` folder (or `SamModel`, with `family="sam"`) for the
+ordinary exporter (`zsris-export sam`).
 """
 
 from __future__ import annotations
@@ -29,11 +30,22 @@ from .choices import PROPOSER_STEPS
 from .onnx_sam import proposer_settings
 from .reproducible import reproducible
 
-# SamConfig overrides: 256-px input, 16×16 embedding, 64×64 low-res masks; 0.4 M parameters.
+# Sam2Config overrides: a 4-stage Hiera (widths 32-256, 6 blocks) at 256 px, its FPN at 64, and
+# SAM 2's decoder at width 64, whose upscaling adds the stride-4 and stride-8 maps back in (SAM's
+# has only the stride-16 embedding, and cut small shapes and touching ones coarsely): 1.4 M
+# parameters. Chosen on held-out point prompts at 1500 steps each (best-of-3 IoU): SAM, width 64,
+# 0.65; this at width 16, 0.72; this, 0.76; focal + dice instead of BCE + dice (width 16), 0.66.
+DEMO_FAMILY = "sam2"
 DEMO_GEOMETRY: dict[str, dict] = dict(
-    vision_config=dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, image_size=256,
-                       patch_size=16, output_channels=64, window_size=4, global_attn_indexes=[1, 3],
-                       num_pos_feats=32, mlp_dim=128),
+    vision_config=dict(
+        backbone_config=dict(model_type="sam2_hiera_det_model", image_size=[256, 256],
+                             hidden_size=32, blocks_per_stage=[1, 2, 2, 1],
+                             embed_dim_per_stage=[32, 64, 128, 256],
+                             num_attention_heads_per_stage=[1, 2, 4, 8],
+                             window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[4],
+                             window_positional_embedding_background_size=[4, 4]),
+        backbone_channel_list=[256, 128, 64, 32],
+        backbone_feature_sizes=[[64, 64], [32, 32], [16, 16]], fpn_hidden_size=64),
     prompt_encoder_config=dict(hidden_size=64, image_size=256, patch_size=16),
     mask_decoder_config=dict(hidden_size=64, mlp_dim=128, num_attention_heads=4,
                              iou_head_hidden_dim=64),
@@ -113,15 +125,18 @@ def _losses(logits: torch.Tensor, iou_pred: torch.Tensor, targets: torch.Tensor
 
 def train_proposer(out: Path, steps: int = PROPOSER_STEPS, seed: int = 0, batch: int = 4,
                    lr: float = 3e-3, geometry: dict[str, dict] | None = None, threads: int = 1,
-                   progress: Callable[[str], None] | None = None) -> dict[str, object]:
+                   progress: Callable[[str], None] | None = None,
+                   family: str = DEMO_FAMILY) -> dict[str, object]:
     """Train a `SamModel` of `geometry` (default `DEMO_GEOMETRY`) for `steps` steps of `batch`
     scenes × `PROMPTS_PER_SCENE` prompts, save it into `out` with `save_pretrained`, and return
     the run's facts for provenance. Deterministic on the CPU: the same arguments (`threads`
     included) give the same bytes."""
-    from transformers import SamConfig, SamModel
+    from transformers import Sam2Config, Sam2Model, SamConfig, SamModel
 
+    config_class, model_class = (SamConfig, SamModel) if family == "sam" else (Sam2Config,
+                                                                                 Sam2Model)
     with reproducible(seed, threads):
-        model = SamModel(SamConfig(**(DEMO_GEOMETRY if geometry is None else geometry)))
+        model = model_class(config_class(**(DEMO_GEOMETRY if geometry is None else geometry)))
         _initialise(model)
         model.train()
         settings = proposer_settings(model)

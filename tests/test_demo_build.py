@@ -39,7 +39,20 @@ def test_demo_command_builds_a_pack_that_runs(tmp_path: Path, capsys):
     assert not list(tmp_path.glob(".demo.partial-*"))
 
 
-@pytest.mark.parametrize("bad", [["--clip-steps", "0"], ["--threads", "0"]])
+def test_jobs_do_not_change_the_weights(tmp_path: Path):
+    """The two models trained side by side (the default) or one after the other: same bytes."""
+    for jobs in ("1", "2"):
+        assert export_main(["demo", "--out", str(tmp_path / f"demo{jobs}"), "--work",
+                            str(tmp_path / f"work{jobs}"), "--clip-steps", "2",
+                            "--proposer-steps", "2", "--jobs", jobs]) == 0
+    trained = sorted(p.relative_to(tmp_path / "work1") for p in (tmp_path / "work1").rglob("*")
+                     if p.suffix in (".pt", ".safetensors"))
+    assert {p.parts[0] for p in trained} == {"clip", "proposer"}
+    for path in trained:
+        assert (tmp_path / "work1" / path).read_bytes() == (tmp_path / "work2" / path).read_bytes()
+
+
+@pytest.mark.parametrize("bad", [["--clip-steps", "0"], ["--threads", "0"], ["--jobs", "0"]])
 def test_demo_command_refuses_bad_settings(bad: list[str], tmp_path: Path, capsys):
     assert export_main(["demo", "--out", str(tmp_path / "demo"), *bad]) == 2
     assert capsys.readouterr().err.startswith("zsris-export demo: error:")

@@ -1,4 +1,5 @@
-"""The demo proposer trainer: reproducible to the byte, and it writes an exportable SamModel."""
+"""The demo proposer trainer: reproducible to the byte, and it writes an exportable Sam2Model (or
+SamModel)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from zsris_rt.export.choices import SAM_GEOMETRIES
 from zsris_rt.export.demo_proposer import DEMO_GEOMETRY, train_proposer
 from zsris_rt.export.sam_checkpoints import load_proposer
 
@@ -23,10 +25,11 @@ def test_same_seed_same_weights_and_loadable(tmp_path: Path) -> None:
     assert set(first) >= {"seconds", "mask_loss", "iou_loss"}
 
     loaded = load_proposer(tmp_path / "a")
-    assert loaded.family == "sam" and loaded.fmt == "hf"
-    assert type(loaded.model).__name__ == "SamModel"
-    assert loaded.model.config.vision_config.hidden_size == \
-        DEMO_GEOMETRY["vision_config"]["hidden_size"]
+    assert loaded.family == "sam2" and loaded.fmt == "hf"
+    assert type(loaded.model).__name__ == "Sam2Model"
+    backbone = DEMO_GEOMETRY["vision_config"]["backbone_config"]
+    assert loaded.model.config.vision_config.backbone_config.hidden_size == \
+        backbone["hidden_size"]
 
 
 def test_other_seed_other_weights(tmp_path: Path) -> None:
@@ -34,3 +37,11 @@ def test_other_seed_other_weights(tmp_path: Path) -> None:
     train_proposer(tmp_path / "b", steps=1, batch=1, seed=1)
     name = next((tmp_path / "a").glob("*.safetensors")).name
     assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "b" / name).read_bytes()
+
+
+def test_the_sam_family_still_trains(tmp_path: Path) -> None:
+    """SAM's architecture (the first demo proposer) stays a choice of the trainer."""
+    geometry = SAM_GEOMETRIES["sam"]["tiny"]
+    facts = train_proposer(tmp_path / "sam", steps=2, batch=1, geometry=geometry, family="sam")
+    assert facts["steps"] == 2
+    assert type(load_proposer(tmp_path / "sam").model).__name__ == "SamModel"
