@@ -53,9 +53,11 @@ def config_from_openai_state(state: dict[str, torch.Tensor], activation: str,
                              heads: tuple[int | None, int | None] = (None, None)) -> ClipConfig:
     """OpenAI's `build_model` geometry rules; heads = width / 64 unless `heads` says otherwise
     (the weights cannot tell: open_clip ViT-H/14 and bigG/14 use 80-wide heads)."""
+    if "visual.attnpool.positional_embedding" in state:
+        return _resnet_config(state, activation, heads)
     if "visual.proj" not in state or "visual.conv1.weight" not in state:
-        raise ZsrisError("not a ViT CLIP state dict (no visual.proj / visual.conv1); ResNet CLIP "
-                         "is not supported yet")
+        raise ZsrisError("not a CLIP state dict (no visual.proj / visual.conv1 of a ViT, no "
+                         "visual.attnpool of a ResNet)")
     vision_width = state["visual.conv1.weight"].shape[0]
     patch = state["visual.conv1.weight"].shape[-1]
     grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
@@ -75,6 +77,38 @@ def config_from_openai_state(state: dict[str, torch.Tensor], activation: str,
         activation=activation,
         vision_mlp_width=_mlp_width(state, "visual.transformer.resblocks.0."),
         text_mlp_width=_mlp_width(state, "transformer.resblocks.0."),
+    )
+
+
+def _resnet_config(state: dict[str, torch.Tensor], activation: str,
+                   heads: tuple[int | None, int | None]) -> ClipConfig:
+    """A ResNet CLIP's geometry from its weights: blocks per stage from the layer names, the stem
+    width from layer 1, the resolution from the attention pool's positions (32 × its grid); the
+    pool's heads are not recorded, so OpenAI's rule applies (32 × width / 64) unless given."""
+    stages = tuple(_count(state, f"visual.layer{stage}.") for stage in (1, 2, 3, 4))
+    if not all(stages) or "visual.layer1.0.conv1.weight" not in state:
+        raise ZsrisError(f"a ResNet CLIP needs four stages of blocks; found {stages}")
+    positions = state["visual.attnpool.positional_embedding"].shape[0]
+    grid = round((positions - 1) ** 0.5)
+    if grid * grid + 1 != positions:
+        raise ZsrisError(f"attention pool has {positions} positions: not a square grid plus one")
+    width = state["visual.layer1.0.conv1.weight"].shape[0]
+    text_width = state["ln_final.weight"].shape[0]
+    return ClipConfig(
+        embed_dim=state["text_projection"].shape[1],
+        image_size=32 * grid,
+        patch_size=32,
+        vision_width=width,
+        vision_layers=sum(stages),
+        vision_heads=heads[0] or width * 32 // 64,
+        context_length=state["positional_embedding"].shape[0],
+        vocab_size=state["token_embedding.weight"].shape[0],
+        text_width=text_width,
+        text_layers=_count(state, "transformer.resblocks."),
+        text_heads=heads[1] or max(1, text_width // 64),
+        activation=activation,
+        text_mlp_width=_mlp_width(state, "transformer.resblocks.0."),
+        vision_stages=stages,
     )
 
 
@@ -178,10 +212,11 @@ def _build(cfg: ClipConfig, state: dict[str, torch.Tensor], where: str) -> ClipM
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
         detail = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise ZsrisError(f"{where}: weights do not fit a ViT CLIP ({detail})") from None
+        raise ZsrisError(f"{where}: weights do not fit a {cfg.family} CLIP ({detail})") from None
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise ZsrisError(f"{where}: weights do not fit a ViT CLIP (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
+        raise ZsrisError(f"{where}: weights do not fit a {cfg.family} CLIP (missing "
+                         f"{missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval()
 
 

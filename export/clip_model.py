@@ -1,4 +1,5 @@
-"""An OpenAI-layout CLIP (ViT family) in plain PyTorch.
+"""An OpenAI-layout CLIP in plain PyTorch: the ViT image tower here, the ResNet one in
+clip_resnet.py, the text tower here.
 
 Every checkpoint format is converted to this module's state-dict names (those of OpenAI's
 `clip/model.py`), so the reference and the exporter see one model whatever the source.
@@ -15,10 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .clip_resnet import ResNetVisionTower
+
 
 @dataclass(frozen=True)
 class ClipConfig:
-    """Geometry of a ViT CLIP; `activation` is "quick_gelu" (OpenAI) or "gelu" (most open_clip)."""
+    """Geometry of a CLIP; `activation` is "quick_gelu" (OpenAI) or "gelu" (most open_clip).
+    A ResNet image tower has `vision_stages` (blocks per stage), `vision_width` its stem width,
+    `vision_heads` its attention pool's heads and `patch_size` 32 (its map's stride)."""
 
     embed_dim: int
     image_size: int
@@ -35,6 +40,11 @@ class ClipConfig:
     layer_norm_eps: float = 1e-5
     vision_mlp_width: int = 0  # 0: 4 × width, as in every OpenAI model
     text_mlp_width: int = 0
+    vision_stages: tuple[int, ...] = ()  # ResNet family only
+
+    @property
+    def family(self) -> str:
+        return "resnet" if self.vision_stages else "vit"
 
     @property
     def grid(self) -> int:
@@ -148,7 +158,10 @@ class ClipModel(nn.Module):
     def __init__(self, cfg: ClipConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.visual = VisionTower(cfg)
+        self.visual: VisionTower | ResNetVisionTower = VisionTower(cfg)
+        if cfg.family == "resnet":
+            self.visual = ResNetVisionTower(cfg.vision_stages, cfg.vision_width, cfg.image_size,
+                                            cfg.vision_heads, cfg.embed_dim)
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.text_width)
         self.positional_embedding = nn.Parameter(torch.zeros(cfg.context_length, cfg.text_width))
         self.transformer = Transformer(
@@ -180,14 +193,21 @@ class ClipModel(nn.Module):
 
 
 def random_init_(model: ClipModel, seed: int = 0) -> ClipModel:
-    """Fill every parameter with CLIP-like scales (what OpenAI's `initialize_parameters` does)."""
+    """Fill every parameter with CLIP-like scales (what OpenAI's `initialize_parameters` does),
+    and a ResNet's batch-norm statistics with values that make folding them matter."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=gen))
+            elif name.endswith("running_var"):
+                buffer.copy_(0.5 + torch.rand(buffer.shape, generator=gen))
         for name, param in model.named_parameters():
             if name == "logit_scale":
                 continue
+            norm_scale = ".bn" in name or name.startswith("visual.bn") or "downsample.1" in name
             if name.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight",
-                              "ln_final.weight")):
+                              "ln_final.weight")) or (norm_scale and name.endswith("weight")):
                 param.copy_(1.0 + 0.1 * torch.randn(param.shape, generator=gen))
             elif param.ndim == 1:
                 param.copy_(0.02 * torch.randn(param.shape, generator=gen))

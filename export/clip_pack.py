@@ -1,4 +1,5 @@
-"""`zsris-export clip`: a CLIP ViT checkpoint → a pack's CLIP graphs, tokenizer and manifest."""
+"""`zsris-export clip`: a CLIP checkpoint (ViT or ResNet) → a pack's CLIP graphs, tokenizer and
+manifest."""
 
 from __future__ import annotations
 
@@ -71,14 +72,22 @@ def settings_for(model: ClipModel, config: ClipExportConfig, tokenizer: Tokenize
     from .tokenizer_build import END, START
 
     cfg = model.config
+    resnet = cfg.family == "resnet"
     return ClipSettings(
         start_token=tokenizer.token_to_id(START), end_token=tokenizer.token_to_id(END),
         image_size=cfg.image_size, patch_size=cfg.patch_size, width=cfg.vision_width,
         layers=cfg.vision_layers, heads=cfg.vision_heads, embed_dim=cfg.embed_dim,
         context_length=cfg.context_length, vocab_size=cfg.vocab_size,
-        masked_blocks=config.masked_blocks, alpha=config.alpha, beta=config.beta,
-        spacy_model=config.spacy_model,
+        masked_blocks=0 if resnet else config.masked_blocks, alpha=config.alpha,
+        beta=config.beta, spacy_model=config.spacy_model, family=cfg.family,
+        score="dot" if resnet else "cosine",
     )
+
+
+def _local_norm_bound(model: ClipModel, folder: Path) -> float:
+    """R ≥ ‖f^L‖: derived from the ViT tower's last LayerNorm and projection; 1 for a ResNet,
+    whose crop head outputs unit vectors (§7)."""
+    return 1.0 if model.config.family == "resnet" else local_norm_bound(folder)
 
 
 def export_clip_pack(config: ClipExportConfig) -> Path:
@@ -98,9 +107,15 @@ def export_clip_pack(config: ClipExportConfig) -> Path:
                        (config.vision_heads, config.text_heads))
     model = loaded.model
     cfg = model.config
-    say(f"model  {loaded.source_format} CLIP ViT: {cfg.vision_layers} layers × {cfg.vision_width},"
-        f" patch {cfg.patch_size} at {cfg.image_size}px, embed {cfg.embed_dim}, "
-        f"{cfg.activation}")
+    if cfg.family == "resnet":
+        stages = "-".join(map(str, cfg.vision_stages))
+        say(f"model  {loaded.source_format} CLIP ResNet: stages {stages}, width "
+            f"{cfg.vision_width}, {cfg.vision_heads}-head attention pool at {cfg.image_size}px, "
+            f"embed {cfg.embed_dim}, {cfg.activation}")
+    else:
+        say(f"model  {loaded.source_format} CLIP ViT: {cfg.vision_layers} layers × "
+            f"{cfg.vision_width}, patch {cfg.patch_size} at {cfg.image_size}px, embed "
+            f"{cfg.embed_dim}, {cfg.activation}")
     tokenizer = pack_tokenizer(config.tokenizer, cfg.vocab_size)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -111,7 +126,7 @@ def export_clip_pack(config: ClipExportConfig) -> Path:
         tokenizer.save(str(staging / "tokenizer.json"))
         manifest = Manifest(
             clip=dataclasses.replace(settings_for(model, config, tokenizer),
-                                     local_norm_bound=local_norm_bound(staging)),
+                                     local_norm_bound=_local_norm_bound(model, staging)),
             files={f: "" for g in graphs.values() for f in g["files"]} | {"tokenizer.json": ""},
             graphs=graphs,
             provenance={

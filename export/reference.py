@@ -1,4 +1,4 @@
-"""PyTorch reference of SPEC.md §1–6: the slow, obvious computation every backend is held to.
+"""PyTorch reference of SPEC.md §1–7: the slow, obvious computation every backend is held to.
 
 Written from the spec, one mask at a time where the spec speaks of one mask, with torch's own
 `F.interpolate` for every resize; it shares no code with the runtime's NumPy path.
@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip_model import ClipModel
+from .clip_resnet import ResNetVisionTower
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -23,7 +24,7 @@ class ReferenceOutput:
     global_features: torch.Tensor  # K×E, f^G
     local_features: torch.Tensor  # K×E, f^L
     text_feature: torch.Tensor  # E, t
-    scores: torch.Tensor  # K, 100·cos
+    scores: torch.Tensor  # K, 100·cos (ViT) or 100·dot (ResNet, §7)
     index: int
 
 
@@ -57,12 +58,18 @@ class GlobalLocalReference:
         x = torch.from_numpy(np.ascontiguousarray(image)).float().permute(2, 0, 1)[None] / 255.0
         return (x - self.mean) / self.std
 
+    @property
+    def resnet(self) -> bool:
+        return self.model.config.family == "resnet"
+
     @torch.no_grad()
     def global_features(self, xn: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """§2: token zeroing before each of the last k blocks."""
+        """§2: token zeroing before each of the last k blocks; §7 for a ResNet."""
         visual = self.model.visual
         x224 = bilinear(xn, (self.size, self.size))
         grid = bilinear(masks.float()[:, None], (self.grid, self.grid))[:, 0]  # K×g×g, soft
+        if isinstance(visual, ResNetVisionTower):
+            return self._resnet_global(visual, x224, grid)
         x = visual.embed(x224)
         layers = len(visual.transformer.resblocks)
         x = visual.run_blocks(x, 0, layers - self.k)
@@ -72,6 +79,15 @@ class GlobalLocalReference:
             patches = patches * weights
             x = block(torch.cat([cls.expand(patches.shape[0], -1, -1), patches], dim=1))
         return visual.pool(x)
+
+    @staticmethod
+    def _resnet_global(visual: ResNetVisionTower, x224: torch.Tensor, grid: torch.Tensor
+                       ) -> torch.Tensor:
+        """§7: the layer-4 map, each position's channel vector scaled to unit length, times each
+        mask's grid, through the unmodified attention pool; mask by mask, unnormalised. (A zero
+        channel vector stays zero: F.normalize floors the norm at 1e-12.)"""
+        unit = F.normalize(visual.feature_map(x224)[0], dim=0)  # C×g×g
+        return torch.cat([visual.pool((unit * m)[None]) for m in grid])
 
     @torch.no_grad()
     def local_features(self, xn: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -84,7 +100,10 @@ class GlobalLocalReference:
             y0, y1 = int(ys.min()), int(ys.max()) + 1
             x0, x1 = int(xs.min()), int(xs.max()) + 1
             crops.append(bilinear(xm[:, :, y0:y1, x0:x1], (self.size, self.size)))
-        return self.model.encode_image(torch.cat(crops))
+        features = self.model.encode_image(torch.cat(crops))
+        if self.resnet:  # §7: f^L is L2-normalised
+            return F.normalize(features, dim=-1)
+        return features
 
     @torch.no_grad()
     def text_features(self, ids: torch.Tensor, end_index: torch.Tensor) -> torch.Tensor:
@@ -105,7 +124,12 @@ class GlobalLocalReference:
         fl = self.local_features(xn, m)
         ts = self.text_features(*sentence_ids)[0]
         tp = self.text_features(*phrase_ids)[0]
+        if self.resnet:  # §7: each text feature unit before the mix, a plain dot product after
+            ts, tp = F.normalize(ts, dim=0), F.normalize(tp, dim=0)
         t = self.beta * ts + (1 - self.beta) * tp
         f = self.alpha * fg + (1 - self.alpha) * fl
-        scores = 100.0 * F.cosine_similarity(f, t[None], dim=-1, eps=0.0)
+        if self.resnet:
+            scores = 100.0 * (f @ t)
+        else:
+            scores = 100.0 * F.cosine_similarity(f, t[None], dim=-1, eps=0.0)
         return ReferenceOutput(fg, fl, t, scores, int(torch.argmax(scores)))

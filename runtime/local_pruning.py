@@ -10,6 +10,11 @@ Every mask is ranked by its global-only score 100·cos(f^G, t), which is cheap. 
   `local_norm_bound`): when ‖b‖ < ‖a‖ the angle between f = a + b and a is at most
   arcsin(‖b‖/‖a‖), so cos(f, t) ≤ cos(max(0, ∠(a, t) − arcsin((1−α)R/‖a‖))); else ≤ 1.
 
+ResNet packs (SPEC §7) score 100·(α f^G + (1−α) f^L)·t, a plain dot product with f^L of unit
+length (R = 1), so the rank is by 100·α f^G·t and Cauchy–Schwarz gives the bound directly:
+score ≤ 100·(α f^G·t + (1−α) R ‖t‖). The bound holds under §7's mixed normalisation, and it is
+tight: f^L = t/‖t‖ attains it.
+
 If a computed f^L ever exceeds R (a graph the bound was not derived for, e.g. a quantised
 variant), the query scores every mask instead of trusting it.
 
@@ -26,7 +31,7 @@ import numpy as np
 
 from .errors import ZsrisError
 from .local_features import LocalFeatures
-from .scoring import cosines, fuse_and_score, text_target
+from .scoring import fuse_and_score, similarity, text_target
 
 BOUND_ROUND = 4  # masks per round of the exact variant when no local_top is given
 # Slack on the bound, for float arithmetic: relative on R (the graph's f^L is float32, R is
@@ -61,19 +66,24 @@ def validate_local_bound(value: object, radius: float | None) -> bool:
     return bool(value)
 
 
-def global_order(global_features: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Mask indices by global-only score 100·cos(f^G, t), best first, ties to the lowest."""
-    return np.argsort(-cosines(global_features.astype(np.float64), t), kind="stable")
+def global_order(global_features: np.ndarray, t: np.ndarray, rule: str = "cosine"
+                 ) -> np.ndarray:
+    """Mask indices by global-only score (100·cos(f^G, t), or 100·f^G·t under the "dot" rule),
+    best first, ties to the lowest."""
+    return np.argsort(-similarity(global_features.astype(np.float64), t, rule), kind="stable")
 
 
 def score_upper_bounds(global_features: np.ndarray, t: np.ndarray, alpha: float,
-                       radius: float) -> np.ndarray:
-    """K float64 upper bounds on 100·cos(α f^G + (1−α) f^L, t) over every f^L with
-    ‖f^L‖ ≤ radius (module docstring)."""
+                       radius: float, rule: str = "cosine") -> np.ndarray:
+    """K float64 upper bounds on the score of α f^G + (1−α) f^L against t over every f^L with
+    ‖f^L‖ ≤ radius (module docstring), under the pack's score rule."""
     a = alpha * global_features.astype(np.float64)
+    if rule == "dot":
+        reach = (1 - alpha) * radius * float(np.linalg.norm(t))
+        return 100.0 * (a @ t + reach) + COS_SLACK * 100.0 * (np.abs(a @ t) + reach)
     if not np.linalg.norm(t) > 0:
         return np.zeros(len(a))  # the score is 0 whatever f is
-    angle = np.arccos(np.clip(cosines(a, t), -1.0, 1.0))
+    angle = np.arccos(np.clip(similarity(a, t, "cosine"), -1.0, 1.0))
     norm_a = np.linalg.norm(a, axis=1)
     reach = (1 - alpha) * radius
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -83,12 +93,13 @@ def score_upper_bounds(global_features: np.ndarray, t: np.ndarray, alpha: float,
 
 
 def _scored(global_features: np.ndarray, local: LocalFeatures, t_sentence: np.ndarray,
-            t_phrase: np.ndarray, alpha: float, beta: float,
-            chosen: np.ndarray) -> tuple[np.ndarray, int]:
+            t_phrase: np.ndarray, alpha: float, beta: float, chosen: np.ndarray,
+            rule: str) -> tuple[np.ndarray, int]:
     """Full scores of the `chosen` masks (−inf elsewhere) and their argmax. All K rows go through
     `fuse_and_score` (unknown f^L as zeros), so each score is bit-identical to the one an exact
     query computes from the same f^L rows."""
-    scores = fuse_and_score(global_features, local.rows(), t_sentence, t_phrase, alpha, beta)
+    scores = fuse_and_score(global_features, local.rows(), t_sentence, t_phrase, alpha, beta,
+                            rule)
     keep = np.zeros(len(scores), dtype=bool)
     keep[chosen] = True
     scores[~keep] = -np.inf
@@ -97,25 +108,27 @@ def _scored(global_features: np.ndarray, local: LocalFeatures, t_sentence: np.nd
 
 def choose(global_features: np.ndarray, local: LocalFeatures, t_sentence: np.ndarray,
            t_phrase: np.ndarray, alpha: float, beta: float, local_top: int | None,
-           radius: float | None, timings: dict[str, float]) -> Choice:
+           radius: float | None, timings: dict[str, float], rule: str = "cosine") -> Choice:
     """The query's choice: every mask (`local_top` None or ≥ K, no `radius`), the top
-    `local_top` by global score, or (`radius`: the f^L norm bound) exact with pruning."""
+    `local_top` by global score, or (`radius`: the f^L norm bound) exact with pruning; scores by
+    the pack's `rule` (scoring.SCORE_RULES)."""
     k = len(global_features)
     if radius is None and (local_top is None or local_top >= k):
         local.ensure(np.arange(k), timings)
-        scores = fuse_and_score(global_features, local.rows(), t_sentence, t_phrase, alpha, beta)
+        scores = fuse_and_score(global_features, local.rows(), t_sentence, t_phrase, alpha, beta,
+                                rule)
         return Choice(scores, int(np.argmax(scores)), k)
     t = text_target(t_sentence, t_phrase, beta)
-    order = global_order(global_features, t)
+    order = global_order(global_features, t, rule)
     if radius is None:
         chosen = order[:local_top]
         local.ensure(chosen, timings)
         scores, index = _scored(global_features, local, t_sentence, t_phrase, alpha, beta,
-                                chosen)
+                                chosen, rule)
         return Choice(scores, index, len(chosen))
     step = local_top or BOUND_ROUND
     radius *= 1 + NORM_SLACK
-    bounds = np.float32(score_upper_bounds(global_features, t, alpha, radius))
+    bounds = np.float32(score_upper_bounds(global_features, t, alpha, radius, rule))
     done = 0
     while True:
         done = min(done + step, k)
@@ -124,7 +137,7 @@ def choose(global_features: np.ndarray, local: LocalFeatures, t_sentence: np.nda
             done = k  # this graph breaks the pack's bound (e.g. a quantised variant): score all
             local.ensure(order, timings)
         scores, index = _scored(global_features, local, t_sentence, t_phrase, alpha, beta,
-                                order[:done])
+                                order[:done], rule)
         rest = order[done:]
         # An unscored mask could only win by a higher score, or an equal one at a lower index.
         best = scores[index]

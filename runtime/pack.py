@@ -59,6 +59,16 @@ class ClipSettings:
     # An upper bound on ‖f^L‖ for any input, derived from the image tower's last LayerNorm and
     # projection (export/local_bound.py); None when the exporter did not record one.
     local_norm_bound: float | None = None
+    # The image tower's family: "vit" (SPEC §2–6) or "resnet" (§7: its patch_size is the layer-4
+    # map's stride, 32; its graphs normalise f^L and the text features; masked_blocks is 0).
+    family: str = "vit"
+    score: str = "cosine"  # "cosine" (§6), or "dot" (§7): scoring.SCORE_RULES
+
+    @property
+    def clip_graphs(self) -> tuple[str, ...]:
+        """The CLIP graphs a pack of this family holds (a ResNet's crop encoder has a head of
+        its own: onnx_clip.py)."""
+        return CLIP_GRAPHS + (("clip_crop_head",) if self.family == "resnet" else ())
 
     @property
     def grid(self) -> int:
@@ -73,7 +83,11 @@ class ClipSettings:
         known = {f for f in cls.__dataclass_fields__}
         values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                   for k, v in data.items() if k in known}
-        return cls(**values)
+        settings = cls(**values)
+        if (settings.family, settings.score) not in (("vit", "cosine"), ("resnet", "dot")):
+            raise ValueError(f"clip family {settings.family!r} with score rule "
+                             f"{settings.score!r} is not one zsris-rt knows")
+        return settings
 
 
 @dataclass(frozen=True)
@@ -185,10 +199,11 @@ class Pack:
     def graph_names(self) -> tuple[str, ...]:
         """The graphs this pack runs: CLIP's three, and the proposer's when it has one (never an
         older pack's `clip_image`, see DUPLICATE_TOWER)."""
+        clip = self.clip.clip_graphs
         if self.proposer is None:
-            return CLIP_GRAPHS
-        return CLIP_GRAPHS + tuple(g for g in PROPOSER_GRAPHS if g in self.manifest.graphs or
-                                   g in REQUIRED_PROPOSER_GRAPHS)
+            return clip
+        return clip + tuple(g for g in PROPOSER_GRAPHS if g in self.manifest.graphs or
+                            g in REQUIRED_PROPOSER_GRAPHS)
 
     def graph_precision(self, graph: str, precision: str) -> str:
         """The precision `graph_path(graph, precision)` really runs at."""
@@ -255,7 +270,7 @@ def load_pack(root: str | os.PathLike[str], verify: bool = True) -> Pack:
         manifest = Manifest.from_json(manifest_path.read_text())
     except (ValueError, KeyError, TypeError) as exc:
         raise PackError(f"pack {root}: unreadable {MANIFEST} ({exc})") from None
-    needed = [f"{g}.onnx" for g in CLIP_GRAPHS] + ["tokenizer.json"]
+    needed = [f"{g}.onnx" for g in manifest.clip.clip_graphs] + ["tokenizer.json"]
     if manifest.proposer is not None:
         needed += [f"{g}.onnx" for g in REQUIRED_PROPOSER_GRAPHS]
         if manifest.proposer.decoder_state:

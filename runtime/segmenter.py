@@ -230,11 +230,15 @@ class Segmenter:
     def encode_crops(self, crops: np.ndarray) -> np.ndarray:
         """f^L of K masked crops (K×3×S×S, normalised): the plain CLIP image embedding, as the
         trunk on the crops, then the masked head with one all-ones grid per crop (a weight of 1
-        changes no token). A head that takes one image's tokens only (packs exported before the
-        pack held one tower) runs once per crop."""
+        changes no token); a ResNet pack's own crop head instead (§7: L2-normalised). A head that
+        takes one image's tokens only (packs exported before the pack held one tower) runs once
+        per crop."""
         g = self.settings.grid
         tokens = self.backend.run_batched("clip_trunk", {"image": crops}, ("image",),
                                           release=True)[0]
+        if self.settings.family == "resnet":
+            return self.backend.run_batched("clip_crop_head", {"tokens": tokens}, ("tokens",),
+                                            release=True)[0]
         inputs = {"tokens": tokens, "grid_masks": np.ones((len(crops), g, g), dtype=np.float32)}
         batched = ("tokens", "grid_masks")
         if self.pack.batched_head:
@@ -300,7 +304,8 @@ class Segmenter:
         # The crop stages this query runs are timed on their own, not inside "score".
         start, before = time.perf_counter(), {k: timings.get(k, 0.0) for k in LOCAL_STAGES}
         choice = choose(scene.global_features, scene.local, t_sentence, t_phrase, alpha, beta,
-                        top, self.settings.local_norm_bound if bound else None, timings)
+                        top, self.settings.local_norm_bound if bound else None, timings,
+                        self.settings.score)
         local_ms = sum(timings.get(k, 0.0) - v for k, v in before.items())
         timings["score"] = timings.get("score", 0.0) + \
             (time.perf_counter() - start) * 1e3 - local_ms
@@ -327,7 +332,7 @@ class Segmenter:
         def score(phrase: str) -> np.ndarray:
             _, t_sentence, t_phrase, _ = self.encode_text(phrase)
             return fuse_and_score(scene.global_features, scene.local_features, t_sentence,
-                                  t_phrase, alpha, beta)
+                                  t_phrase, alpha, beta, self.settings.score)
 
         choice = resolve(parse, score, Geometry.measured(scene.mask_geometries,
                                                          scene.image_size))

@@ -48,7 +48,8 @@ LAYERNORM_CHAIN = 6
 
 def axis_range(pack: Pack, graph: str, axis: str, max_masks: int) -> tuple[int, int, int]:
     """(min, opt, max) of the symbolic axis `axis` of `graph`; see the module docstring."""
-    if axis == "masks" or (graph in ("clip_trunk", "clip_masked_head") and axis == "batch"):
+    if axis == "masks" or (graph in ("clip_trunk", "clip_masked_head", "clip_crop_head")
+                           and axis == "batch"):
         return 1, min(MASKS_OPT, max_masks), max_masks
     if graph == "clip_text" and axis == "batch":
         return TEXT_BATCH

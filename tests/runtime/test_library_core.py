@@ -18,7 +18,7 @@ from zsris_rt.agreement import compare_graphs, matched_masks, synthetic_queries
 from zsris_rt.calibration import RecordingBackend, fixed_masks, list_images
 from zsris_rt.diagnosis import runtime_packages
 from zsris_rt.local_features import LocalFeatures
-from zsris_rt.local_pruning import global_order, score_upper_bounds, validate_local_top
+from zsris_rt.local_pruning import choose, global_order, score_upper_bounds, validate_local_top
 from zsris_rt.results import Scene
 from zsris_rt.scoring import cosines, fuse_and_score, text_target
 from zsris_rt.text import DEFAULT_SPACY_MODEL, ExpressionParser, load_spacy
@@ -107,9 +107,64 @@ def test_the_pruning_bound_bounds_every_local_feature_within_the_radius(seed, al
         assert np.all(scores <= bounds + 1e-9)
 
 
+def test_the_dot_rule_is_spec_7s_formula():
+    """ResNet packs (§7): f^L and the text features arrive unit-length from their graphs; the
+    score is 100·(α f^G + (1−α) f^L)·(β t(s') + (1−β) t(NP)), with no normalisation after."""
+    g = np.array([[3.0, 0.0], [0.0, 2.0]], dtype=np.float32)
+    local = np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32)
+    t_s, t_np = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    scores = fuse_and_score(g, local, t_s, t_np, 0.5, 0.25, rule="dot")
+    # f0 = (1.5, 0.5), f1 = (0.5, 1.0); t = (0.25, 0.75)
+    np.testing.assert_allclose(scores, [100 * (0.375 + 0.375), 100 * (0.125 + 0.75)], rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown score rule"):
+        fuse_and_score(g, local, t_s, t_np, 0.5, 0.25, rule="l1")
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(0, 2**32 - 1), st.floats(0.05, 0.95))
+def test_the_dot_rule_bound_bounds_every_unit_local_feature_and_is_tight(seed, alpha):
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((6, 5)) * rng.uniform(0.1, 10)
+    t = rng.standard_normal(5)
+    bounds = score_upper_bounds(g, t, alpha, 1.0, rule="dot")
+    for _ in range(20):
+        local = rng.standard_normal((6, 5))
+        local /= np.linalg.norm(local, axis=1, keepdims=True)
+        assert np.all(100 * (alpha * g + (1 - alpha) * local) @ t <= bounds)
+    best = 100 * (alpha * g + (1 - alpha) * t / np.linalg.norm(t)) @ t  # f^L along t
+    assert np.all(bounds >= best)
+    scale = 100 * (np.abs(alpha * g @ t) + np.linalg.norm(t))
+    assert np.all(bounds - best <= 1e-5 * scale)  # tight up to the float slack
+
+
+def test_exact_pruning_under_the_dot_rule_prunes_and_keeps_the_answer():
+    """Masks whose global score is far behind cannot catch up with a unit f^L: they are never
+    encoded, and the choice is the one scoring every mask gives."""
+    rng = np.random.default_rng(3)
+    t_s, t_np = rng.standard_normal(8), rng.standard_normal(8)
+    t_s, t_np = t_s / np.linalg.norm(t_s), t_np / np.linalg.norm(t_np)
+    t = text_target(t_s, t_np, 0.5)
+    g = np.outer(np.linspace(3.0, -3.0, 10), t) + 0.05 * rng.standard_normal((10, 8))
+    rows = rng.standard_normal((10, 8))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def encoder(indices, timings):
+        return rows[indices].astype(np.float32)
+
+    everything = choose(g.astype(np.float32), LocalFeatures(10, encoder), t_s, t_np, 0.9, 0.5,
+                        None, None, {}, "dot")
+    pruned = choose(g.astype(np.float32), LocalFeatures(10, encoder), t_s, t_np, 0.9, 0.5, 2,
+                    1.0, {}, "dot")
+    assert pruned.index == everything.index
+    assert pruned.scores[pruned.index] == everything.scores[everything.index]
+    assert pruned.local_computed < 10
+
+
 def test_global_order_and_local_top_validation():
     g = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [1.0, 0.0]])
     assert global_order(g, np.array([1.0, 0.0])).tolist() == [1, 3, 2, 0]  # ties: lower first
+    # under the dot rule the longer feature ranks first: [1, 1] beats [1, 0]
+    assert global_order(g, np.array([1.0, 1.0]), "dot").tolist() == [2, 0, 1, 3]
     assert validate_local_top(None) is None and validate_local_top(np.int64(3)) == 3
     for bad in (0, -1, 2.0, True, "3"):
         with pytest.raises(errors.ZsrisError):
