@@ -1,7 +1,10 @@
-"""The demo pack's proposer quality, before demo pack v2 (issue 19): a baseline, measurement only.
+"""The demo pack's quality with its own proposer's masks: the five figures of issue 19's targets.
 
     python benchmarks/demo_quality.py [--pack engines/demo] [--threads N] [--point-scenes 200]
         [--attribute-scenes 60] [--eval-images 240]
+
+benchmarks/results/demo-quality-v1.json holds these figures for the first demo pack (a SAM,
+git history before demo pack v2); the table prints them beside this run's.
 
 Torch-free (the runtime only). Five figures, all with the pack's own proposer masks:
 
@@ -52,6 +55,7 @@ from zsris_rt.synthetic_refer import describe, draw_scene, write_synthetic_refer
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 RESULTS = Path(__file__).resolve().parent / "results" / "demo-quality.json"
+BASELINE = RESULTS.with_name("demo-quality-v1.json")
 HELD_OUT_BASE = 90_000
 README_IMAGE, README_TEXT = "scene-2.png", "the big yellow star"
 
@@ -165,6 +169,22 @@ def attributes(seg: Segmenter, scenes: int) -> dict:
             "share_ge_0.5": float(np.mean(values >= 0.5)), "mean_iou": float(np.mean(values))}
 
 
+_FIGURES = (
+    ("1. point prompt, best-of-3 IoU (held-out scenes)",
+     lambda r: f"mean {r['point_prompts']['mean']:.3f}, median {r['point_prompts']['median']:.3f}"),
+    ("2. eval val, proposer masks (synth seed 2026)",
+     lambda r: f"mIoU {r['pipeline_eval']['strict_mIoU']:.1f}, P@0.5 "
+               f"{r['pipeline_eval']['strict_P@0.5']:.1f}"),
+    ("3. examples/scenes.json right (IoU ≥ 0.5)",
+     lambda r: f"{r['examples']['right']} of {r['examples']['total']}"),
+    (f"4. `zsris-rt examples/{README_IMAGE} \"{README_TEXT}\"`, IoU with the true mask",
+     lambda r: f"{r['readme_command']['iou']:.3f}"),
+    ("5. attribute expressions, held-out scenes",
+     lambda r: f"{100 * r['attributes']['share_ge_0.5']:.1f} % right, mean IoU "
+               f"{r['attributes']['mean_iou']:.3f}"),
+)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pack", type=Path, default=None)
@@ -201,20 +221,14 @@ def main() -> int:
               "readme_command": readme, "attributes": attribute}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print("| figure | value |")
-    print("|---|---|")
-    print(f"| 1. point prompt, best-of-3 IoU ({points['objects']} objects, "
-          f"{points['scenes']} held-out scenes) | mean {points['mean']:.3f}, "
-          f"median {points['median']:.3f} |")
-    print(f"| 2. eval val, proposer masks ({evaluation['samples']} sentences, "
-          f"{evaluation['images']} images; synth seed {evaluation['synth_seed']}) | strict mIoU "
-          f"{evaluation['strict_mIoU']:.1f}, P@0.5 {evaluation['strict_P@0.5']:.1f} |")
-    print(f"| 3. examples/scenes.json right (IoU ≥ 0.5) | {example['right']} of "
-          f"{example['total']} |")
-    print(f"| 4. `{readme['command']}` | IoU {readme['iou']:.3f} |")
-    print(f"| 5. attribute expressions ({attribute['expressions']} on "
-          f"{attribute['scenes']} held-out scenes) | IoU ≥ 0.5: "
-          f"{100 * attribute['share_ge_0.5']:.1f} %, mean IoU {attribute['mean_iou']:.3f} |")
+    runs = [report]
+    if BASELINE.is_file() and args.out.resolve() != BASELINE.resolve():
+        runs.insert(0, json.loads(BASELINE.read_text()))
+    print("| figure | " + " | ".join("v1 pack" if run is not report else "this pack"
+                                     for run in runs) + " |")
+    print("|---|" + "---|" * len(runs))
+    for label, cell in _FIGURES:
+        print(f"| {label} | " + " | ".join(cell(run) for run in runs) + " |")
     print(f"\n{machine['processor']}, {machine['cpus']} CPUs, {args.threads} threads, "
           f"{machine['platform']}; {seconds['total']:.0f} s in all ({seconds}); wrote "
           f"{args.out}", file=sys.stderr)
