@@ -15,7 +15,8 @@ fast (s8 activations are ~2× slower: no VNNI path) and dynamic is the more accu
 
 Default graphs (DEFAULT_GRAPHS): the trunk and the masked head, which make both the global
 features and the crop encoder (~3/4 of a query's FLOPs: the trunk on the crops, then the head
-with all-ones grids); their calibration entries come from both uses. An older pack's duplicate
+with all-ones grids); their calibration entries come from both uses. A ResNet pack's crop head
+(SPEC §7) joins them by default. An older pack's duplicate
 tower `clip_image` is never run, so never quantised. Not by default, measured on the demo pack's
 synthetic val split: an int8 text tower flips 2 of 700 chosen masks for ~8 ms saved per *new*
 expression (text features are cached); an int8 proposer changes the proposals of ~40% of the
@@ -210,7 +211,8 @@ def quantize_pack(config: QuantizeConfig,
     pack = load_pack(root, verify=True)
     manifest = pack.manifest
     available = pack.graph_names
-    chosen = list(dict.fromkeys(graphs or DEFAULT_GRAPHS))
+    defaults = DEFAULT_GRAPHS + (("clip_crop_head",) if pack.clip.family == "resnet" else ())
+    chosen = list(dict.fromkeys(graphs or defaults))
     unknown = [g for g in chosen if g not in available]
     if unknown:
         raise ZsrisError(f"pack {root} has no graph {', '.join(unknown)} (it has: "

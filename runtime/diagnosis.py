@@ -19,7 +19,7 @@ from . import __version__
 from .text import DEFAULT_SPACY_MODEL
 
 if TYPE_CHECKING:
-    from .pack import Pack
+    from .pack import ClipSettings, Pack
 
 
 
@@ -167,8 +167,7 @@ def _pack(root: Path, verify: bool, problems: list[str]) -> tuple[dict[str, Any]
               "verified": "sha256 of every file" if verify else "presence only (--no-verify)",
               "files": len(manifest.files), "megabytes": round(size / 1e6, 1),
               "precision": manifest.precision,
-              "clip": f"ViT width {clip.width}, {clip.layers} layers, patch {clip.patch_size}, "
-                      f"{clip.image_size} px",
+              "clip": _describe_clip(clip),
               "proposer": pack.proposer.family if pack.proposer else None}
     duplicate = pack.duplicate_tower_files()
     if duplicate:  # runs as it is; not a problem
@@ -204,3 +203,11 @@ def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) ->
         report["backends"] = _backends(loaded)
     report["problems"] = problems
     return report
+
+
+def _describe_clip(clip: ClipSettings) -> str:
+    if clip.family == "resnet":
+        return (f"ResNet stem width {clip.width}, {clip.layers} blocks, {clip.grid}×{clip.grid} "
+                f"layer-4 map, {clip.image_size} px (SPEC §7: dot-product score)")
+    return f"ViT width {clip.width}, {clip.layers} layers, patch {clip.patch_size}, " \
+           f"{clip.image_size} px"

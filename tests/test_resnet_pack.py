@@ -101,3 +101,25 @@ def test_exact_pruning_keeps_every_answer(rn_pack: Path, rn_segmenter):
         assert result.index == exact.index
         assert result.scores[result.index] == exact.scores[exact.index]
         assert 1 <= result.local_computed <= 12
+
+
+def test_commands_run_on_a_resnet_pack(rn_pack: Path, tmp_path: Path, capsys):
+    """doctor describes the family, quantize's defaults take the crop head too, and check
+    compares the int8 pack with fp32 graph by graph, the crop head included."""
+    import shutil
+
+    from zsris_rt.commands.main import main as zsris_main
+    from zsris_rt.export.quantize import QuantizeConfig, quantize_pack
+
+    assert zsris_main(["doctor", "--pack", str(rn_pack)]) == 0
+    assert "ResNet" in capsys.readouterr().out
+    pack = tmp_path / "rn-int8"
+    shutil.copytree(rn_pack, pack)
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    written = quantize_pack(QuantizeConfig(pack=pack, calib=[str(examples / "scene-1.png")],
+                                           per_graph=8))
+    assert set(written) == {"clip_trunk", "clip_masked_head", "clip_crop_head"}
+    assert zsris_main(["check", str(pack), "--precision", "int8", "--json",
+                       "--min-agreement", "0"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert "clip_crop_head" in json.dumps(report)
