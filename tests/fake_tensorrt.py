@@ -34,8 +34,9 @@ FLOAT_OPS = {"float32", "float16"}
 OP_LAYERS = {
     "LayerNormalization": "NORMALIZATION", "Softmax": "SOFTMAX", "Gather": "GATHER",
     "GatherElements": "GATHER", "GatherND": "GATHER", "ReduceMean": "REDUCE",
-    "ReduceSum": "REDUCE", "ReduceMax": "REDUCE", "MatMul": "MATRIX_MULTIPLY",
-    "Gemm": "MATRIX_MULTIPLY", "Einsum": "EINSUM", "Conv": "CONVOLUTION",
+    "ReduceSum": "REDUCE", "ReduceMax": "REDUCE", "ReduceL2": "REDUCE", "Clip": "ACTIVATION",
+    "MatMul": "MATRIX_MULTIPLY",
+    "Gemm": "MATRIX_MULTIPLY", "Einsum": "EINSUM", "Conv": "CONVOLUTION", "AveragePool": "POOLING",
     "ConvTranspose": "DECONVOLUTION", "Add": "ELEMENTWISE", "Sub": "ELEMENTWISE",
     "Mul": "ELEMENTWISE", "Div": "ELEMENTWISE", "Pow": "ELEMENTWISE", "Equal": "ELEMENTWISE",
     "Mod": "ELEMENTWISE", "Sqrt": "UNARY", "Exp": "UNARY", "Neg": "UNARY", "Sin": "UNARY",

@@ -123,3 +123,32 @@ def test_commands_run_on_a_resnet_pack(rn_pack: Path, tmp_path: Path, capsys):
                        "--min-agreement", "0"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert "clip_crop_head" in json.dumps(report)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_backend_runs_a_resnet_pack(rn_pack: Path, rn_segmenter, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch, precision: str):
+    """Against the fake TensorRT (tests/fake_tensorrt.py: the real engine-building code, graphs
+    run by ONNX Runtime): every RN graph gets an engine with profiles on its batch and mask axes,
+    the crop head included, and fp16 pins each L2 norm's layers to fp32."""
+    from fake_tensorrt import install, read_plan_header
+
+    from zsris_rt.backends.tensorrt import TrtBackend
+    from zsris_rt.segmenter import Segmenter
+
+    fake = install(monkeypatch, "10.3.0")
+    trt = Segmenter(rn_segmenter.pack, TrtBackend(rn_segmenter.pack, cache_dir=tmp_path,
+                                                  precision=precision))
+    image, masks = random_scene(np.random.default_rng(5), 120, 160, 6)
+    want = rn_segmenter.segment(image, "the red mug", masks)
+    got = trt.segment(image, "the red mug", masks)
+    assert got.index == want.index
+    np.testing.assert_allclose(got.scores, want.scores, rtol=0, atol=1e-3)
+    assert {e["source"] for e in fake.executions} == {
+        "clip_trunk.onnx", "clip_masked_head.onnx", "clip_crop_head.onnx", "clip_text.onnx"}
+    if precision == "fp16":
+        plans = {p.name.split("-fp16-")[0]: read_plan_header(p.read_bytes())
+                 for p in tmp_path.rglob("*.plan")}
+        for graph in ("clip_masked_head", "clip_crop_head"):
+            pinned = {la["type"] for la in plans[graph]["layers"] if la["precision"] == "FLOAT"}
+            assert "REDUCE" in pinned, graph

@@ -182,6 +182,31 @@ def test_fp16_keeps_layernorm_softmax_and_gathers_fp32(fake: FakeGpu, demo,
     assert {la["precision"] for la in read_plan_header(plan)["layers"]} == {"FLOAT"}
 
 
+def test_fp16_keeps_an_l2_norm_fp32_square_included(fake: FakeGpu, tmp_path: Path) -> None:
+    """A ResNet pack's unit-length positions (SPEC §7) as TensorRT's parser lowers ReduceL2:
+    x·x, sum, sqrt, clamp, divide. The square before the reduce overflows fp16 above 256, so it
+    is pinned with the rest; the MatMul after stays fp16."""
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Mul", ["x", "x"], ["square"], name="l2_square"),
+        helper.make_node("ReduceSum", ["square", "axes"], ["sum"], name="l2_sum", keepdims=1),
+        helper.make_node("Sqrt", ["sum"], ["norm"], name="l2_sqrt"),
+        helper.make_node("Clip", ["norm", "floor"], ["safe"], name="l2_clamp"),
+        helper.make_node("Div", ["x", "safe"], ["unit"], name="l2_div"),
+        helper.make_node("MatMul", ["unit", "w"], ["y"], name="proj"),
+    ]
+    weights = [helper.make_tensor("axes", TensorProto.INT64, [1], [-1]),
+               helper.make_tensor("floor", f, [], [1e-12]),
+               helper.make_tensor("w", f, [8, 4], np.ones(32))]
+    toy = _onnx_file(tmp_path / "l2.onnx", nodes, [helper.make_tensor_value_info("x", f, ["n", 8])],
+                     [helper.make_tensor_value_info("y", f, ["n", 4])], weights)
+    plan = build_plan(fake.trt, toy, "toy", {"x": ((1, 8), (4, 8), (16, 8))}, "fp16")
+    precision = {la["name"]: la["precision"] for la in read_plan_header(plan)["layers"]}
+    assert {precision[n] for n in ("l2_square", "l2_sum", "l2_sqrt", "l2_clamp", "l2_div")} == \
+        {"FLOAT"}
+    assert precision["proj"] == "HALF"
+
+
 def test_parser_errors_are_one_line(fake: FakeGpu, tmp_path: Path) -> None:
     f = TensorProto.FLOAT
     path = _onnx_file(tmp_path / "odd.onnx",

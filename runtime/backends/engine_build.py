@@ -121,16 +121,22 @@ def check_profile(network: Any, graph: str, profile: Profile) -> None:
 
 def keep_fp32(trt: Any, network: Any) -> list[str]:
     """Pin the layers fp16 breaks to fp32: LayerNorm, softmax, gathers of float data (CLIP's
-    end-token gather) and the chain of a decomposed LayerNorm. Returns the pinned layer names."""
+    end-token gather), the chain of a decomposed LayerNorm or L2 norm after its reduce, and the
+    square feeding a reduce (an L2 norm's x·x overflows fp16 above 256: a ResNet's layer-4
+    positions, SPEC §7). Returns the pinned layer names."""
     floats = {trt.float32, trt.float16}
     sensitive = {trt.LayerType.NORMALIZATION, trt.LayerType.SOFTMAX, trt.LayerType.GATHER}
-    chain = {trt.LayerType.ELEMENTWISE, trt.LayerType.UNARY}
+    chain = {trt.LayerType.ELEMENTWISE, trt.LayerType.UNARY, trt.LayerType.ACTIVATION}
+    layers = [network.get_layer(index) for index in range(network.num_layers)]
+    reduced = {layer.get_input(i).name for layer in layers if layer.type == trt.LayerType.REDUCE
+               for i in range(layer.num_inputs) if layer.get_input(i) is not None}
     depth_of_tensor: dict[str, int] = {}
     pinned = []
-    for index in range(network.num_layers):
-        layer = network.get_layer(index)
+    for layer in layers:
         depth: int | None
-        if layer.type == trt.LayerType.REDUCE:
+        feeds_reduce = layer.type in chain and any(
+            layer.get_output(i).name in reduced for i in range(layer.num_outputs))
+        if layer.type == trt.LayerType.REDUCE or feeds_reduce:
             depth = 0
         elif layer.type in chain:
             depths = [depth_of_tensor[t.name] for t in
