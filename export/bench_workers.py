@@ -214,8 +214,9 @@ def export_random_pack(spec: Json) -> Json:
     target = RandomPack(Path(spec["root"]), spec["clip_geometry"], spec["proposer"], spec["seed"])
     timings: Json = {}
     start = time.perf_counter()
-    if not (target.clip_checkpoint / "config.json").is_file():
-        write_random_clip(target.clip_checkpoint, target.clip_geometry, target.seed)
+    clip = target.clip_checkpoint
+    if not (clip.is_file() or (clip / "config.json").is_file()):
+        write_random_clip(target.clip_folder, target.clip_geometry, target.seed)
     if export_main(["clip", str(target.clip_checkpoint), "--out", str(target.pack),
                     "--force"]) != 0:
         raise BenchError("zsris-export clip failed")

@@ -19,6 +19,25 @@ GEOMETRIES: dict[str, tuple[int, int, int, int, int, int, int, int]] = {
     "ViT-L/14": (1024, 24, 16, 14, 768, 12, 12, 768),
 }
 
+# ResNet CLIPs, OpenAI's: (blocks per stage, stem width, resolution, embed dim; text width,
+# layers, heads). The attention pool has 32 × width / 64 heads.
+RESNET_GEOMETRIES: dict[str, tuple[tuple[int, int, int, int], int, int, int, int, int, int]] = {
+    "RN-tiny": ((1, 1, 1, 1), 8, 224, 64, 64, 2, 1),
+    "RN50": ((3, 4, 6, 3), 64, 224, 1024, 512, 12, 8),
+    "RN101": ((3, 4, 23, 3), 64, 224, 512, 512, 12, 8),
+    "RN50x4": ((4, 6, 10, 6), 80, 288, 640, 640, 12, 10),
+    "RN50x16": ((6, 8, 18, 8), 96, 384, 768, 768, 12, 12),
+    "RN50x64": ((3, 15, 36, 10), 128, 448, 1024, 1024, 12, 16),
+}
+CLIP_RANDOM_GEOMETRIES = (*GEOMETRIES, *RESNET_GEOMETRIES)
+
+
+def random_clip_source(folder: str, geometry: str) -> str:
+    """What a random checkpoint of `geometry` written into `folder` is exported from: the
+    folder itself (a Hugging Face CLIPModel), or the OpenAI state dict in it for a ResNet,
+    which Hugging Face has no class for."""
+    return f"{folder}/clip.pt" if geometry in RESNET_GEOMETRIES else folder
+
 
 def _tiny_sam_parts() -> dict:
     return dict(prompt_encoder_config=dict(hidden_size=32, image_size=256, patch_size=16),

@@ -28,8 +28,8 @@ from zsris_rt.text import DEFAULT_SPACY_MODEL
 
 from .choices import (
     CLIP_FORMATS,
+    CLIP_RANDOM_GEOMETRIES,
     CLIP_STEPS,
-    GEOMETRIES,
     PROPOSER_STEPS,
     SAM_FORMATS,
     SAM_GEOMETRIES,
@@ -43,10 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     clip = sub.add_parser(
-        "clip", help="export a CLIP ViT checkpoint into a pack",
-        description="Export CLIP (ViT family, any geometry) into a pack: trunk, masked head, "
-                    "crop encoder and text graphs, tokenizer.json and manifest.json. Every graph "
-                    "is checked against PyTorch right after export.")
+        "clip", help="export a CLIP checkpoint (ViT or ResNet) into a pack",
+        description="Export CLIP (ViT or ResNet family, any geometry) into a pack: trunk, masked "
+                    "head, crop encoder and text graphs, tokenizer.json and manifest.json. Every "
+                    "graph is checked against PyTorch right after export. A ResNet (RN50, …; "
+                    "OpenAI .pt or open_clip state dict) gets SPEC §7's graphs and score rule.")
     clip.add_argument("checkpoint", help="OpenAI .pt (TorchScript or state dict), Hugging Face "
                                          "CLIPModel folder, or open_clip state dict")
     clip.add_argument("--out", required=True, help="pack folder to write")
@@ -123,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "safetensors) of a real geometry, for trying the tools "
                                      "without downloaded weights.")
     rnd.add_argument("--out", required=True, help="folder to write")
-    rnd.add_argument("--geometry", choices=sorted(GEOMETRIES), default="tiny")
+    rnd.add_argument("--geometry", choices=sorted(CLIP_RANDOM_GEOMETRIES), default="tiny",
+                     help="ViT or ResNet (RN*: written as an OpenAI state dict OUT/clip.pt)")
     rnd.add_argument("--seed", type=int, default=0)
     _add_engines(sub)
     _add_quantize(sub)
@@ -235,8 +237,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _random_clip(args: argparse.Namespace) -> int:
     from .random_checkpoint import write_random_clip
 
-    write_random_clip(Path(args.out), args.geometry, args.seed)
-    print(f"wrote random {args.geometry} CLIP to {args.out}", file=sys.stderr)
+    written = write_random_clip(Path(args.out), args.geometry, args.seed)
+    print(f"wrote random {args.geometry} CLIP to {written}", file=sys.stderr)
     return 0
 
 

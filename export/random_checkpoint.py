@@ -11,11 +11,14 @@ import torch
 
 from zsris_rt.errors import ZsrisError
 
-from .choices import GEOMETRIES, SAM_GEOMETRIES
+from .choices import GEOMETRIES, RESNET_GEOMETRIES, SAM_GEOMETRIES, random_clip_source
 
 
 def write_random_clip(folder: Path, geometry: str = "tiny", seed: int = 0) -> Path:
-    """Save a seeded random `CLIPModel` (config.json + model.safetensors) into `folder`."""
+    """Save a seeded random `CLIPModel` (config.json + model.safetensors) into `folder`, or for a
+    ResNet geometry an OpenAI-layout state dict `folder/clip.pt`; returns what to export."""
+    if geometry in RESNET_GEOMETRIES:
+        return _write_random_resnet(folder, geometry, seed)
     from transformers import CLIPConfig, CLIPModel
 
     vw, vl, vh, patch, tw, tl, th, embed = GEOMETRIES[geometry]
@@ -32,6 +35,20 @@ def write_random_clip(folder: Path, geometry: str = "tiny", seed: int = 0) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     return folder
+
+
+def _write_random_resnet(folder: Path, geometry: str, seed: int) -> Path:
+    from .clip_model import ClipConfig, ClipModel, random_init_
+
+    stages, width, size, embed, text_width, text_layers, text_heads = RESNET_GEOMETRIES[geometry]
+    config = ClipConfig(embed_dim=embed, image_size=size, patch_size=32, vision_width=width,
+                        vision_layers=sum(stages), vision_heads=width * 32 // 64,
+                        context_length=77, vocab_size=49408, text_width=text_width,
+                        text_layers=text_layers, text_heads=text_heads, vision_stages=stages)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = Path(random_clip_source(str(folder), geometry))
+    torch.save(random_init_(ClipModel(config), seed).state_dict(), path)
+    return path
 
 
 def realistic_init_(model: torch.nn.Module, gain: float = 2.0, seed: int = 0) -> torch.nn.Module:

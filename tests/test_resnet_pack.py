@@ -152,3 +152,22 @@ def test_tensorrt_backend_runs_a_resnet_pack(rn_pack: Path, rn_segmenter, tmp_pa
         for graph in ("clip_masked_head", "clip_crop_head"):
             pinned = {la["type"] for la in plans[graph]["layers"] if la["precision"] == "FLOAT"}
             assert "REDUCE" in pinned, graph
+
+
+def test_random_resnet_checkpoints_export_and_bench(tmp_path: Path, capsys):
+    """`zsris-export random-clip --geometry RN-tiny` writes an OpenAI state dict that exports, and
+    `zsris-rt bench` runs the random RN pack against the PyTorch reference of §7."""
+    from zsris_rt.commands.main import main as zsris_main
+    from zsris_rt.export.checkpoints import load_clip
+
+    assert export_main(["random-clip", "--geometry", "RN-tiny", "--out",
+                        str(tmp_path / "ckpt")]) == 0
+    loaded = load_clip(tmp_path / "ckpt" / "clip.pt")
+    assert loaded.model.config.vision_stages == (1, 1, 1, 1)
+    report = tmp_path / "bench.json"
+    assert zsris_main(["bench", "--geometry", "RN-tiny", "--proposer", "none", "--ks", "2",
+                       "--expressions", "1", "--runs", "1", "--warmup", "0", "--threads", "1",
+                       "--wait-quiet", "0", "--work", str(tmp_path / "bench"), "--json",
+                       str(report)]) == 0
+    text = report.read_text()
+    assert '"RN-tiny"' in text and '"reference"' in text

@@ -90,7 +90,8 @@ def graph_flops(model: Any, dims: dict[str, int], scratch: Path) -> Json:
 
 
 # The crop encoder's key: no graph of its own, but the trunk on the crops (batch = the crops) and
-# then the masked head (one all-ones grid per crop); its FLOPs are counted as that sum.
+# then the masked head (one all-ones grid per crop), or a ResNet pack's crop head; its FLOPs are
+# counted as that sum.
 CROP_ENCODER = "crop_encoder"
 # Axes a count may leave out: the head's tokens are one image's on the global path.
 IMPLIED_DIMS = {"clip_masked_head": {"batch": 1}}
@@ -117,14 +118,15 @@ def count_pack_flops(spec: Json) -> Json:
     def counted(graph: str, dims: dict[str, int]) -> Json:
         return graph_flops(model(graph), {**IMPLIED_DIMS.get(graph, {}), **dims}, scratch)
 
+    head = "clip_crop_head" if (pack / "clip_crop_head.onnx").is_file() else "clip_masked_head"
     out: Json = {}
     for graph, runs in spec["counts"].items():
         if graph == CROP_ENCODER:
-            out[graph] = {"parameters": parameters("clip_trunk", "clip_masked_head")}
+            out[graph] = {"parameters": parameters("clip_trunk", head)}
             for key, dims in runs.items():
                 crops = dims["masks"]
                 parts = [counted("clip_trunk", {"batch": crops}),
-                         counted("clip_masked_head", {"batch": crops, "masks": crops})]
+                         counted(head, {"batch": crops, "masks": crops})]
                 out[graph][key] = {name: sum(p[name] for p in parts) for name in parts[0]}
             continue
         out[graph] = {"parameters": parameters(graph),

@@ -9,13 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from zsris_rt.export.choices import GEOMETRIES, SAM_GEOMETRIES
+from zsris_rt.export.choices import CLIP_RANDOM_GEOMETRIES, SAM_GEOMETRIES, random_clip_source
 
 from .log import say
 from .stats import Json
 
-# The random checkpoints' geometries (export/choices.py, torch-free), biggest CLIP first.
-CLIP_GEOMETRIES = tuple(sorted(GEOMETRIES, key=lambda name: name == "tiny"))
+# The random checkpoints' geometries (export/choices.py, torch-free), ViT then ResNet, "tiny"
+# last.
+CLIP_GEOMETRIES = tuple(sorted(CLIP_RANDOM_GEOMETRIES,
+                               key=lambda name: ("tiny" in name, name == "tiny")))
 PROPOSERS = tuple(f"{family}-{geometry}" for family, geometries in SAM_GEOMETRIES.items()
                   for geometry in geometries)
 
@@ -39,8 +41,13 @@ class RandomPack:
         return self.root / "pack"
 
     @property
-    def clip_checkpoint(self) -> Path:
+    def clip_folder(self) -> Path:
         return self.root / "clip-checkpoint"
+
+    @property
+    def clip_checkpoint(self) -> Path:
+        """What the pack is exported from and the reference loads (random_clip_source)."""
+        return Path(random_clip_source(str(self.clip_folder), self.clip_geometry))
 
     @property
     def proposer_checkpoint(self) -> Path:
@@ -49,7 +56,8 @@ class RandomPack:
     def ready(self) -> bool:
         """The pack and the checkpoints the reference loads are all there."""
         manifest = self.pack / "manifest.json"
-        if not (manifest.is_file() and (self.clip_checkpoint / "config.json").is_file()):
+        clip = self.clip_checkpoint
+        if not (manifest.is_file() and (clip.is_file() or (clip / "config.json").is_file())):
             return False
         return self.proposer is None or (
             (self.proposer_checkpoint / "config.json").is_file()
