@@ -148,3 +148,24 @@ def test_reference_of_spec_7_against_openai_modules():
                                atol=1e-5)
     torch.testing.assert_close(reference.text_features(ids, end), want_text, rtol=1e-5,
                                atol=1e-5)
+
+
+def test_torchscript_archive_loads(tmp_path: Path):
+    """OpenAI ships its RN checkpoints as TorchScript archives (with the bookkeeping buffers
+    `clip.load` deletes): the loader reads the state dict out of the archive."""
+    from test_checkpoints import TorchScriptClip
+
+    cfg = tiny_resnet((1, 1, 2, 1), 8, 2)
+    source = random_init_(TorchScriptClip(cfg), seed=8).eval()
+    gen = torch.Generator().manual_seed(2)
+    images = torch.randn(2, 3, cfg.image_size, cfg.image_size, generator=gen)
+    ids, end = text_ids(cfg, gen)
+    with torch.no_grad():
+        traced = torch.jit.trace(source, (images[:1], ids[:1], end[:1]), check_trace=False)
+    path = tmp_path / "RN-jit.pt"
+    traced.save(str(path))
+    loaded = load_clip(path)
+    assert loaded.source_format == "openai" and loaded.model.config == cfg
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model.encode_image(images), source.encode_image(images))
+        torch.testing.assert_close(loaded.model.encode_text(ids, end), source.encode_text(ids, end))

@@ -104,15 +104,23 @@ def test_exact_pruning_keeps_every_answer(rn_pack: Path, rn_segmenter):
 
 
 def test_commands_run_on_a_resnet_pack(rn_pack: Path, tmp_path: Path, capsys):
-    """doctor describes the family, quantize's defaults take the crop head too, and check
-    compares the int8 pack with fp32 graph by graph, the crop head included."""
+    """doctor describes the family, eval runs, quantize's defaults take the crop head too, and
+    check compares the int8 pack with fp32 graph by graph, the crop head included."""
     import shutil
 
     from zsris_rt.commands.main import main as zsris_main
     from zsris_rt.export.quantize import QuantizeConfig, quantize_pack
+    from zsris_rt.synthetic_refer import write_synthetic_refer
 
     assert zsris_main(["doctor", "--pack", str(rn_pack)]) == 0
     assert "ResNet" in capsys.readouterr().out
+    data = write_synthetic_refer(tmp_path / "synth", "refcoco", images=8, seed=3).parent
+    assert zsris_main(["eval", "--pack", str(rn_pack), "--data", str(data), "--dataset",
+                       "refcoco", "--split", "val", "--images", str(data / "images"), "--out",
+                       str(tmp_path / "eval"), "--proposals", "gt"]) == 0
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["counts"]["samples"] > 0 and summary["strict"]["mIoU"] is not None
+    capsys.readouterr()
     pack = tmp_path / "rn-int8"
     shutil.copytree(rn_pack, pack)
     examples = Path(__file__).resolve().parent.parent / "examples"
