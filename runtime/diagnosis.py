@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .pack import ClipSettings
 from .text import DEFAULT_SPACY_MODEL
 
 if TYPE_CHECKING:
-    from .pack import ClipSettings, Pack
+    from .pack import Pack
 
 
 
@@ -167,7 +168,7 @@ def _pack(root: Path, verify: bool, problems: list[str]) -> tuple[dict[str, Any]
               "verified": "sha256 of every file" if verify else "presence only (--no-verify)",
               "files": len(manifest.files), "megabytes": round(size / 1e6, 1),
               "precision": manifest.precision,
-              "clip": _describe_clip(clip),
+              "clip": describe_clip(clip),
               "proposer": pack.proposer.family if pack.proposer else None}
     duplicate = pack.duplicate_tower_files()
     if duplicate:  # runs as it is; not a problem
@@ -205,7 +206,8 @@ def diagnose(pack: str | os.PathLike[str] | None = None, verify: bool = True) ->
     return report
 
 
-def _describe_clip(clip: ClipSettings) -> str:
+def describe_clip(clip: ClipSettings) -> str:
+    """One line on a pack's CLIP, by family (doctor, bench's header)."""
     if clip.family == "resnet":
         return (f"ResNet stem width {clip.width}, {clip.layers} blocks, {clip.grid}×{clip.grid} "
                 f"layer-4 map, {clip.image_size} px (SPEC §7: dot-product score)")

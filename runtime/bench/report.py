@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..diagnosis import describe_clip
+from ..pack import ClipSettings
 from .flops import COUNTED_OPS
 from .stats import Json, summary
 from .timing import PERCENTILES
@@ -163,8 +165,7 @@ def _header(report: Json) -> list[str]:
     rate = report["matmul"]
     lines = [
         *machine_lines(report["machine"], {name: name for name in SHOWN_VERSIONS}),
-        f"- pack {pack['path']}: CLIP ViT width {clip['width']}, {clip['layers']} layers, patch "
-        f"{clip['patch_size']}, {clip['image_size']} px"
+        f"- pack {pack['path']}: CLIP {describe_clip(ClipSettings.from_dict(clip))}"
         + (f" ({cfg['geometry']})" if pack["random_weights"] else "")
         + (f"; proposer {proposer['family']} {proposer_geometry}, {proposer['input_size']} px "
            "input" if proposer else "; no proposer")
