@@ -127,6 +127,11 @@ def test_commands_run_on_a_resnet_pack(rn_pack: Path, tmp_path: Path, capsys):
     written = quantize_pack(QuantizeConfig(pack=pack, calib=[str(examples / "scene-1.png")],
                                            per_graph=8))
     assert set(written) == {"clip_trunk", "clip_masked_head", "clip_crop_head"}
+    # dynamic quantisation leaves every Conv in float: the trunk's int8 must be the static one
+    trunk = written["clip_trunk"]
+    assert trunk["methods_compared"]["dynamic"]["quantised_share"] == 0.0
+    assert trunk["method"] == "static" and trunk["methods_compared"]["static"][
+        "quantised_share"] == 1.0
     assert zsris_main(["check", str(pack), "--precision", "int8", "--json",
                        "--min-agreement", "0"]) == 0
     report = json.loads(capsys.readouterr().out)
