@@ -61,23 +61,26 @@ def config_from_openai_state(state: dict[str, torch.Tensor], activation: str,
     vision_width = state["visual.conv1.weight"].shape[0]
     patch = state["visual.conv1.weight"].shape[-1]
     grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    text_width = state["ln_final.weight"].shape[0]
     return ClipConfig(
-        embed_dim=state["text_projection"].shape[1],
         image_size=patch * grid,
         patch_size=patch,
         vision_width=vision_width,
         vision_layers=_count(state, "visual.transformer.resblocks."),
         vision_heads=heads[0] or max(1, vision_width // 64),
-        context_length=state["positional_embedding"].shape[0],
-        vocab_size=state["token_embedding.weight"].shape[0],
-        text_width=text_width,
-        text_layers=_count(state, "transformer.resblocks."),
-        text_heads=heads[1] or max(1, text_width // 64),
-        activation=activation,
         vision_mlp_width=_mlp_width(state, "visual.transformer.resblocks.0."),
-        text_mlp_width=_mlp_width(state, "transformer.resblocks.0."),
+        **_text_geometry(state, activation, heads[1]),
     )
+
+
+def _text_geometry(state: dict[str, torch.Tensor], activation: str, heads: int | None) -> dict:
+    """The text tower's part of the config (and the embedding width), for either family."""
+    text_width = state["ln_final.weight"].shape[0]
+    return dict(embed_dim=state["text_projection"].shape[1],
+                context_length=state["positional_embedding"].shape[0],
+                vocab_size=state["token_embedding.weight"].shape[0], text_width=text_width,
+                text_layers=_count(state, "transformer.resblocks."),
+                text_heads=heads or max(1, text_width // 64), activation=activation,
+                text_mlp_width=_mlp_width(state, "transformer.resblocks.0."))
 
 
 def _resnet_config(state: dict[str, torch.Tensor], activation: str,
@@ -93,23 +96,9 @@ def _resnet_config(state: dict[str, torch.Tensor], activation: str,
     if grid * grid + 1 != positions:
         raise ZsrisError(f"attention pool has {positions} positions: not a square grid plus one")
     width = state["visual.layer1.0.conv1.weight"].shape[0]
-    text_width = state["ln_final.weight"].shape[0]
-    return ClipConfig(
-        embed_dim=state["text_projection"].shape[1],
-        image_size=32 * grid,
-        patch_size=32,
-        vision_width=width,
-        vision_layers=sum(stages),
-        vision_heads=heads[0] or width * 32 // 64,
-        context_length=state["positional_embedding"].shape[0],
-        vocab_size=state["token_embedding.weight"].shape[0],
-        text_width=text_width,
-        text_layers=_count(state, "transformer.resblocks."),
-        text_heads=heads[1] or max(1, text_width // 64),
-        activation=activation,
-        text_mlp_width=_mlp_width(state, "transformer.resblocks.0."),
-        vision_stages=stages,
-    )
+    return ClipConfig(image_size=32 * grid, patch_size=32, vision_width=width,
+                      vision_layers=sum(stages), vision_heads=heads[0] or width * 32 // 64,
+                      vision_stages=stages, **_text_geometry(state, activation, heads[1]))
 
 
 def _mlp_width(state: dict[str, torch.Tensor], block: str) -> int:
