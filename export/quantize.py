@@ -11,7 +11,9 @@ one whose worst feature cosine is higher is kept, and a graph where static fails
 Measured (ViT-B/32 random-weight pack, ORT 1.32, 1 thread, AVX-512 VNNI): int8 runs the trunk
 2.9×, the masked head at K=32 3.3× and the text tower 2.3× faster; dynamic and u8 QDQ are equally
 fast (s8 activations are ~2× slower: no VNNI path) and dynamic is the more accurate on every graph
-(worst cosine 0.9999 vs 0.9997), so it is what `static` ends up keeping today.
+(worst cosine 0.9999 vs 0.9997), so it is what `static` ends up keeping today. Only variants
+that run at least half of a graph's MatMul/Gemm/Conv nodes in int8 compete: dynamic quantisation
+leaves Conv nodes in float, so a ResNet trunk (all Conv) keeps the static QDQ variant.
 
 Default graphs (DEFAULT_GRAPHS): the trunk and the masked head, which make both the global
 features and the crop encoder (~3/4 of a query's FLOPs: the trunk on the crops, then the head
