@@ -27,7 +27,8 @@ from zsris_rt.synthetic_refer import write_synthetic_refer
 RESULTS = Path(__file__).resolve().parent / "results" / "demo-generator-tuning.json"
 SAM_DEFAULTS = (0.88, 0.95)
 # (predicted IoU, stability) pairs; points per side 16 throughout (32 costs 4× the prompts).
-SETTINGS = (SAM_DEFAULTS, (0.8, 0.9), (0.7, 0.9), (0.8, 0.8), (0.7, 0.8), (0.6, 0.7), (0.9, 0.95))
+SETTINGS = (SAM_DEFAULTS, (0.9, 0.95), (0.8, 0.9), (0.7, 0.9), (0.75, 0.85), (0.7, 0.85),
+            (0.6, 0.85), (0.8, 0.8), (0.7, 0.8), (0.6, 0.8), (0.6, 0.7))
 PREFER_SAM_WITHIN = 0.5
 
 

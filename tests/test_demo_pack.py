@@ -36,7 +36,7 @@ def demo_segmenter():
 def test_demo_pack_is_intact_small_and_says_how_it_was_made():
     pack = load_pack(DEMO_PACK, verify=True)  # every file against its sha256
     size = sum(p.stat().st_size for p in DEMO_PACK.iterdir())
-    assert size < 9_000_000, size
+    assert size <= 12_000_000, size  # the demo pack's budget, int8 variants included
     training = pack.manifest.provenance["training"]
     assert training["command"] == "zsris-export demo"
     assert training["clip"]["steps"] > 0 and training["proposer"]["steps"] > 0
