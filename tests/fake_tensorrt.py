@@ -46,7 +46,9 @@ OP_LAYERS = {
     "Cast": "CAST", "Constant": "CONSTANT", "ConstantOfShape": "FILL", "Range": "FILL",
     "Shape": "SHAPE", "Slice": "SLICE", "Split": "SLICE", "Expand": "SLICE", "Tile": "SLICE",
     "Pad": "SLICE", "Concat": "CONCATENATION", "Where": "SELECT", "Resize": "RESIZE",
-    "ScatterND": "SCATTER", "OneHot": "ONE_HOT",
+    "ScatterND": "SCATTER", "OneHot": "ONE_HOT", "Greater": "ELEMENTWISE",
+    "GreaterOrEqual": "ELEMENTWISE", "Less": "ELEMENTWISE", "MaxPool": "POOLING", "Size": "SHAPE",
+    "If": "CONDITION",
 }
 LAYER_TYPES = sorted(set(OP_LAYERS.values()) | {"PLUGIN_V2"})
 ONNX_TYPES = {onnx.TensorProto.FLOAT: "FLOAT", onnx.TensorProto.FLOAT16: "HALF",
