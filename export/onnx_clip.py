@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from zsris_rt.errors import ZsrisError
+from zsris_rt.pack import crop_head
 
 from .clip_model import ClipModel
 from .onnx_graph import GraphSpec, export_checked
@@ -181,11 +182,6 @@ def _resnet_specs(model: ClipModel, seed: int) -> list[GraphSpec]:
     ]
 
 
-def crop_encoder_graphs(family: str) -> tuple[str, str]:
-    """The trunk and the head the runtime's crop encoder runs, by family."""
-    return ("clip_trunk", "clip_crop_head" if family == "resnet" else "clip_masked_head")
-
-
 def check_crop_encoder(model: ClipModel, folder: Path, seed: int = 1,
                        tolerance: float = 1e-4) -> float:
     """The crop encoder as the runtime runs it — the exported trunk on a batch of images, then
@@ -199,7 +195,7 @@ def check_crop_encoder(model: ClipModel, folder: Path, seed: int = 1,
     options = ort.SessionOptions()
     options.log_severity_level = 3
     cfg = model.config
-    names = crop_encoder_graphs(cfg.family)
+    names = ("clip_trunk", crop_head(cfg.family))
     trunk, head = (ort.InferenceSession(str(folder / f"{name}.onnx"), sess_options=options,
                                         providers=["CPUExecutionProvider"]) for name in names)
     gen = torch.Generator().manual_seed(seed)
@@ -236,8 +232,8 @@ def export_clip_graphs(model: ClipModel, folder: Path, masked_blocks: int,
     for spec in clip_graph_specs(model, masked_blocks):
         graphs[spec.name] = export_checked(spec, folder, progress)
     worst = check_crop_encoder(model, folder)
-    trunk, head = crop_encoder_graphs(model.config.family)
-    progress(f"check  crop encoder ({trunk} + {head}): ONNX Runtime vs PyTorch's image tower, "
+    head = crop_head(model.config.family)
+    progress(f"check  crop encoder (clip_trunk + {head}): ONNX Runtime vs PyTorch's image tower, "
              f"max relative difference {worst:.1e}")
     graphs[head]["crop_encoder_parity_max_rel_diff"] = worst
     return graphs

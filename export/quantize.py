@@ -236,7 +236,7 @@ def quantize_pack(config: QuantizeConfig,
     pack = load_pack(root, verify=True)
     manifest = pack.manifest
     available = pack.graph_names
-    defaults = DEFAULT_GRAPHS + (("clip_crop_head",) if pack.clip.family == "resnet" else ())
+    defaults = (*DEFAULT_GRAPHS, pack.clip.crop_head)
     chosen = list(dict.fromkeys(graphs or defaults))
     unknown = [g for g in chosen if g not in available]
     if unknown:

@@ -34,6 +34,12 @@ PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder_image", "prop_decoder")
 REQUIRED_PROPOSER_GRAPHS = ("prop_encoder", "prop_decoder")
 
 
+def crop_head(family: str) -> str:
+    """The graph after the trunk in the crop encoder: the masked head with all-ones grids (ViT),
+    or a ResNet's own crop head, whose local branch pools the unnormalised map (§7)."""
+    return "clip_crop_head" if family == "resnet" else "clip_masked_head"
+
+
 @dataclass(frozen=True)
 class ClipSettings:
     """Geometry and the Global-Local constants of SPEC.md, as the exporter recorded them."""
@@ -65,10 +71,13 @@ class ClipSettings:
     score: str = "cosine"  # "cosine" (§6), or "dot" (§7): scoring.SCORE_RULES
 
     @property
+    def crop_head(self) -> str:
+        return crop_head(self.family)
+
+    @property
     def clip_graphs(self) -> tuple[str, ...]:
-        """The CLIP graphs a pack of this family holds (a ResNet's crop encoder has a head of
-        its own: onnx_clip.py)."""
-        return CLIP_GRAPHS + (("clip_crop_head",) if self.family == "resnet" else ())
+        """The CLIP graphs a pack of this family holds."""
+        return tuple(dict.fromkeys((*CLIP_GRAPHS, self.crop_head)))
 
     @property
     def grid(self) -> int:

@@ -237,8 +237,8 @@ class Segmenter:
         tokens = self.backend.run_batched("clip_trunk", {"image": crops}, ("image",),
                                           release=True)[0]
         if self.settings.family == "resnet":
-            return self.backend.run_batched("clip_crop_head", {"tokens": tokens}, ("tokens",),
-                                            release=True)[0]
+            return self.backend.run_batched(self.settings.crop_head, {"tokens": tokens},
+                                            ("tokens",), release=True)[0]
         inputs = {"tokens": tokens, "grid_masks": np.ones((len(crops), g, g), dtype=np.float32)}
         batched = ("tokens", "grid_masks")
         if self.pack.batched_head:

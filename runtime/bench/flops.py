@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..pack import load_pack
 from .stats import Json
 
 COUNTED_OPS = ("MatMul", "Gemm", "Conv")
@@ -118,10 +119,10 @@ def count_pack_flops(spec: Json) -> Json:
     def counted(graph: str, dims: dict[str, int]) -> Json:
         return graph_flops(model(graph), {**IMPLIED_DIMS.get(graph, {}), **dims}, scratch)
 
-    head = "clip_crop_head" if (pack / "clip_crop_head.onnx").is_file() else "clip_masked_head"
     out: Json = {}
     for graph, runs in spec["counts"].items():
         if graph == CROP_ENCODER:
+            head = load_pack(pack, verify=False).clip.crop_head
             out[graph] = {"parameters": parameters("clip_trunk", head)}
             for key, dims in runs.items():
                 crops = dims["masks"]
