@@ -24,7 +24,7 @@ from torch import nn
 
 from zsris_rt.pack import ProposerSettings
 from zsris_rt.proposer.input_frame import InputFrame, prepare_input
-from zsris_rt.synthetic_refer import draw_scene
+from zsris_rt.synthetic_refer import SyntheticScene, draw_scene
 
 from .choices import PROPOSER_STEPS
 from .onnx_sam import proposer_settings
@@ -52,6 +52,10 @@ DEMO_GEOMETRY: dict[str, dict] = dict(
 )
 PROMPTS_PER_SCENE = 16
 BACKGROUND_PROMPTS = 0.2  # share of prompts on the background, whose target is the background
+# Shapes touching a shape of their own colour are one blob of pixels, split only by shape; their
+# prompts are drawn (1 + TOUCHING_WEIGHT)× as often as the other shapes' (hard examples).
+TOUCHING_WEIGHT = 4.0
+TOUCH_GAP = 2  # pixels: shapes at most this far apart (a 1-pixel gap) count as touching
 POSITIONAL_SCALE = 1.0  # std of the prompt/image positional encoding's random frequencies
 WARMUP = 0.05  # of the steps, linear warm-up before the cosine decay
 
@@ -76,6 +80,18 @@ def _input_mask(mask: np.ndarray, frame: InputFrame, cells: int) -> np.ndarray:
     return cv2.resize(mask.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
 
 
+def _prompt_weights(scene: SyntheticScene) -> np.ndarray:
+    """Each shape's share of the object prompts: hard examples (see TOUCHING_WEIGHT) weigh more."""
+    kernel = np.ones((2 * TOUCH_GAP + 1,) * 2, dtype=np.uint8)
+    objects = scene.objects
+    grown = [cv2.dilate(obj.mask.astype(np.uint8), kernel).astype(bool) for obj in objects]
+    touching = np.array([any(other.shape.colour == obj.shape.colour and (near & other.mask).any()
+                             for other in objects if other is not obj)
+                         for near, obj in zip(grown, objects, strict=True)])
+    weights = 1 + TOUCHING_WEIGHT * touching
+    return weights / weights.sum()
+
+
 def _batch(rng: np.random.Generator, scenes: int, settings: ProposerSettings, cells: int
            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Images B×3×S×S, points B×P×1×2 (input frame) and soft targets B×P×h×w for one step."""
@@ -86,10 +102,11 @@ def _batch(rng: np.random.Generator, scenes: int, settings: ProposerSettings, ce
         masks = [obj.mask for obj in scene.objects]
         masks.append(~np.any(masks, axis=0))  # the background, last
         cell_masks = [_input_mask(mask, frame, cells) for mask in masks]
+        weights = _prompt_weights(scene)
         chosen = []
         for _ in range(PROMPTS_PER_SCENE):
             on_background = rng.random() < BACKGROUND_PROMPTS
-            index = len(masks) - 1 if on_background else int(rng.integers(len(masks) - 1))
+            index = len(masks) - 1 if on_background else int(rng.choice(len(weights), p=weights))
             ys, xs = np.nonzero(masks[index])
             pick = int(rng.integers(len(xs)))
             jitter = rng.uniform(-0.5, 0.5, size=2)

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from zsris_rt.export.choices import SAM_GEOMETRIES
-from zsris_rt.export.demo_proposer import DEMO_GEOMETRY, train_proposer
+from zsris_rt.export.demo_proposer import (
+    DEMO_GEOMETRY,
+    TOUCH_GAP,
+    TOUCHING_WEIGHT,
+    _prompt_weights,
+    train_proposer,
+)
 from zsris_rt.export.sam_checkpoints import load_proposer
+from zsris_rt.synthetic_refer import SceneObject, Shape, SyntheticScene
 
 
 def test_same_seed_same_weights_and_loadable(tmp_path: Path) -> None:
@@ -45,3 +53,23 @@ def test_the_sam_family_still_trains(tmp_path: Path) -> None:
     facts = train_proposer(tmp_path / "sam", steps=2, batch=1, geometry=geometry, family="sam")
     assert facts["steps"] == 2
     assert type(load_proposer(tmp_path / "sam").model).__name__ == "SamModel"
+
+
+def _scene(*shapes: Shape) -> SyntheticScene:
+    objects = [SceneObject(shape, shape.draw(120, 160), None) for shape in shapes]
+    return SyntheticScene(np.zeros((120, 160, 3), np.uint8), objects, "plain")
+
+
+def test_touching_shapes_of_one_colour_get_more_prompts() -> None:
+    """Hard examples: a shape within TOUCH_GAP pixels of another of its colour is prompted
+    (1 + TOUCHING_WEIGHT)× as often; touching another colour, or nearly touching, does not count."""
+    left = Shape("circle", "yellow", "big", (40, 40), 15)
+    right = Shape("circle", "yellow", "big", (40 + 30 + TOUCH_GAP, 40), 15)  # a 1-pixel gap
+    red = Shape("square", "red", "big", (40, 64), 12)  # overlaps `left`, another colour
+    far = Shape("circle", "yellow", "small", (140, 100), 8)
+    weights = _prompt_weights(_scene(left, right, red, far))
+    hard = 1 + TOUCHING_WEIGHT
+    np.testing.assert_allclose(weights, np.array([hard, hard, 1, 1]) / (2 * hard + 2))
+
+    apart = Shape("circle", "yellow", "big", (40 + 30 + TOUCH_GAP + 2, 40), 15)
+    np.testing.assert_allclose(_prompt_weights(_scene(left, apart, red)), [1 / 3] * 3)
