@@ -38,14 +38,14 @@ def test_with_the_true_masks_every_example_expression_picks_its_object(demo_segm
 
 def test_readme_main_job_finds_the_big_yellow_star(demo_segmenter, scene_masks):
     """README: `zsris-rt examples/scene-2.png "the big yellow star"` gives the right star, its
-    mask at IoU 0.75 with the true one (it takes in part of the touching small star)."""
+    mask at IoU 0.79 with the true one (it still takes in most of the touching small star)."""
     truth = scene_masks["scene-2"]
     star = next(i for i, o in enumerate(SCENES[1]["objects"])
                 if (o["size"], o["colour"], o["kind"]) == ("big", "yellow", "star"))
     result = demo_segmenter.segment(EXAMPLES / "scene-2.png", "the big yellow star")
     overlaps = [iou(result.mask, t) for t in truth]
     assert int(np.argmax(overlaps)) == star
-    assert overlaps[star] == pytest.approx(0.75, abs=0.03)
+    assert overlaps[star] == pytest.approx(0.79, abs=0.03)
 
 
 def test_readme_scene_1_every_object_has_a_mask(demo_segmenter, scene_masks):
@@ -56,19 +56,20 @@ def test_readme_scene_1_every_object_has_a_mask(demo_segmenter, scene_masks):
     assert mask_iou(truth, proposals.masks).max(axis=1).min() >= 0.75
 
 
-def test_readme_scene_2_touching_stars_come_as_one_mask(demo_segmenter, scene_masks):
-    """README: in scene 2 the two touching blue stars come as one mask, and the small yellow star
-    touching the big one has no mask of its own (best IoU below 0.5), while the big star also
-    comes alone."""
+def test_readme_scene_2_touching_stars(demo_segmenter, scene_masks):
+    """README: in scene 2 the proposer offers each of the two touching yellow stars alone (IoU
+    ≥ 0.75; the v2 pack had no mask for the small one), but of the two touching blue stars only
+    one comes alone: the other is only inside a mask that holds both."""
     truth = scene_masks["scene-2"]
     kinds = [(o["size"], o["colour"], o["kind"]) for o in SCENES[1]["objects"]]
-    small_yellow, big_yellow = (kinds.index((size, "yellow", "star")) for size in ("small", "big"))
+    yellow = [kinds.index((size, "yellow", "star")) for size in ("small", "big")]
     blue = [i for i, kind in enumerate(kinds) if kind == ("small", "blue", "star")]
     masks = demo_segmenter.propose(EXAMPLES / "scene-2.png").masks
     best = mask_iou(truth, masks).max(axis=1)
-    assert best[small_yellow] < 0.5 and best[big_yellow] >= 0.75
+    assert (best[yellow] >= 0.75).all()
+    assert sorted(best[blue] >= 0.75) == [False, True] and best[blue].min() < 0.5
     covered = np.stack([(masks & truth[i]).sum(axis=(1, 2)) / truth[i].sum() for i in blue])
-    assert ((covered > 0.85).all(axis=0)).any()  # one mask holds both blue stars
+    assert ((covered > 0.85).all(axis=0)).any()  # a mask holds both blue stars
 
 
 def test_proposals_are_deterministic_and_ordered(demo_segmenter):
