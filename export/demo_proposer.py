@@ -171,6 +171,9 @@ def train_proposer(out: Path, steps: int = PROPOSER_STEPS, seed: int = 0, batch:
         for step in range(steps):
             images, points, targets = _batch(np.random.default_rng([seed, 7, step]), batch,
                                              settings, settings.low_res_size)
+            # Known defect (README, demo pack): transformers runs this under no_grad, so the
+            # image encoder keeps its seeded initialisation; only the prompt encoder and decoder
+            # train. Fixing it changes the weights, so it waits for a rebuild of the pack.
             embeddings = model.get_image_embeddings(images)
             labels = torch.ones(points.shape[:3], dtype=torch.int64)
             output = model(image_embeddings=embeddings, input_points=points, input_labels=labels,
