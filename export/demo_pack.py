@@ -92,8 +92,13 @@ def _train_both(config: DemoConfig, work: Path, say: Callable[[str], None], orig
     steps = {"clip": config.clip_steps, "proposer": config.proposer_steps}
     facts: dict[str, dict] = {}
     for model, count in steps.items():
-        reused = _reused(work / model, {"steps": count, "seed": config.seed,
-                                        "threads": config.threads})
+        wanted: dict[str, object] = {"steps": count, "seed": config.seed,
+                                     "threads": config.threads}
+        if model == "proposer":  # its recipe changed since v1; the CLIP's has not
+            from .demo_proposer import recipe
+
+            wanted["recipe"] = recipe()
+        reused = _reused(work / model, wanted)
         if reused is not None:
             say(f"reuse  {work / model} (trained with the same settings)")
             facts[model] = reused

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from zsris_rt.export import demo_proposer
 from zsris_rt.export.cli import main as export_main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def test_demo_command_builds_a_pack_that_runs(tmp_path: Path, capsys):
+def test_demo_command_builds_a_pack_that_runs(tmp_path: Path, capsys, monkeypatch):
     import numpy as np
 
     from zsris_rt import Segmenter
@@ -36,6 +37,11 @@ def test_demo_command_builds_a_pack_that_runs(tmp_path: Path, capsys):
     # again into the same work folder: nothing is retrained
     assert export_main([*args, "--force"]) == 0
     assert capsys.readouterr().err.count("reuse") == 2
+    # a proposer trained with another recipe is not reused
+    monkeypatch.setattr(demo_proposer, "ENCODER_LR_SCALE", demo_proposer.ENCODER_LR_SCALE / 2)
+    assert export_main([*args, "--force"]) == 0
+    log = capsys.readouterr().err
+    assert log.count("reuse") == 1 and "train  proposer" in log
     assert not list(tmp_path.glob(".demo.partial-*"))
 
 

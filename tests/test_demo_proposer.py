@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zsris_rt.export import demo_proposer
 from zsris_rt.export.choices import SAM_GEOMETRIES
 from zsris_rt.export.demo_proposer import (
     DEMO_GEOMETRY,
@@ -73,3 +74,28 @@ def test_touching_shapes_of_one_colour_get_more_prompts() -> None:
 
     apart = Shape("circle", "yellow", "big", (40 + 30 + TOUCH_GAP + 2, 40), 15)
     np.testing.assert_allclose(_prompt_weights(_scene(left, apart, red)), [1 / 3] * 3)
+
+
+def _weights(folder: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(next(folder.glob("*.safetensors")))
+
+
+def test_the_image_encoder_trains_after_its_frozen_steps(tmp_path: Path, monkeypatch) -> None:
+    """Frozen for the first ENCODER_FROZEN of the steps (the decoder still learns), then trained;
+    v1–v3 never trained it, because transformers' get_image_embeddings runs under no_grad."""
+    monkeypatch.setattr(demo_proposer, "ENCODER_FROZEN", 0.5)
+    train_proposer(tmp_path / "thawed", steps=2, batch=1, seed=3)  # step 0 frozen, step 1 not
+    monkeypatch.setattr(demo_proposer, "ENCODER_FROZEN", 1.0)
+    train_proposer(tmp_path / "frozen", steps=2, batch=1, seed=3)
+    train_proposer(tmp_path / "one", steps=1, batch=1, seed=3)
+    thawed, frozen, one = (_weights(tmp_path / name) for name in ("thawed", "frozen", "one"))
+    encoder = [name for name in frozen if name.startswith("vision_encoder.")]
+    assert len(encoder) > 50
+    for name in encoder:  # frozen: still the initialisation after two steps
+        np.testing.assert_array_equal(frozen[name], one[name])
+    changed = [name for name in encoder if not np.array_equal(thawed[name], frozen[name])]
+    assert len(changed) > 0.9 * len(encoder)
+    decoder = "mask_decoder.iou_prediction_head.proj_out.weight"
+    assert not np.array_equal(frozen[decoder], one[decoder])  # the decoder learnt meanwhile
