@@ -30,12 +30,12 @@ from .choices import CLIP_STEPS, PROPOSER_STEPS
 DEMO_ALPHA = 0.5
 # The automatic mask generator's defaults for this proposer, stored in the pack: chosen on testA
 # of `zsris-rt synth --seed 2026 --images 240`, full pipeline, α 0.5, 16×16 points
-# (benchmarks/demo_generator_tuning.py → results/demo-generator-tuning.json): predicted IoU 0.6,
-# stability 0.8, mIoU 70.0 (6.6 masks per image); 0.75 / 0.85 69.8 (5.2), 0.6 / 0.7 69.3.
-# segment-anything's 0.88 / 0.95 keep 1.7 masks per image (mIoU 15.6): this SAM 2's logits are
-# not sharp enough for 0.95 stability.
-DEMO_GENERATOR = GeneratorDefaults(points_per_side=16, pred_iou_thresh=0.6,
-                                   stability_score_thresh=0.8)
+# (benchmarks/demo_generator_tuning.py → results/demo-generator-tuning.json): predicted IoU 0.75,
+# stability 0.85, mIoU 72.1 at 5.3 masks per image, the fewest masks within 0.5 of the best (0.6
+# / 0.85, 72.4 at 6.3). segment-anything's 0.88 / 0.95 keep 1.9 masks per image (mIoU 20.4): this
+# SAM 2's logits are not sharp enough for 0.95 stability.
+DEMO_GENERATOR = GeneratorDefaults(points_per_side=16, pred_iou_thresh=0.75,
+                                   stability_score_thresh=0.85)
 
 
 @dataclass(frozen=True)
