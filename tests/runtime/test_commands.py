@@ -69,7 +69,7 @@ def test_json_rle_png_and_overlay_agree(capsys, tmp_path, scene_masks):
     assert record["mask_file"] == str(mask_png) and record["overlay_file"] == str(overlay_png)
     assert set(record["proposal"]) == {"predicted_iou", "stability", "point"}
     truth = scene_masks["scene-2"][1]  # the big yellow star
-    assert (mask & truth).sum() / (mask | truth).sum() == pytest.approx(0.79, abs=0.03)
+    assert (mask & truth).sum() / (mask | truth).sum() == pytest.approx(0.78, abs=0.03)
     overlay = cv2.imread(str(overlay_png))[:, :, ::-1]
     image = cv2.imread(SCENE_2)[:, :, ::-1]
     assert overlay.shape == image.shape

@@ -38,14 +38,14 @@ def test_with_the_true_masks_every_example_expression_picks_its_object(demo_segm
 
 def test_readme_main_job_finds_the_big_yellow_star(demo_segmenter, scene_masks):
     """README: `zsris-rt examples/scene-2.png "the big yellow star"` gives the right star, its
-    mask at IoU 0.79 with the true one (it still takes in most of the touching small star)."""
+    mask at IoU 0.78 with the true one (it still takes in most of the touching small star)."""
     truth = scene_masks["scene-2"]
     star = next(i for i, o in enumerate(SCENES[1]["objects"])
                 if (o["size"], o["colour"], o["kind"]) == ("big", "yellow", "star"))
     result = demo_segmenter.segment(EXAMPLES / "scene-2.png", "the big yellow star")
     overlaps = [iou(result.mask, t) for t in truth]
     assert int(np.argmax(overlaps)) == star
-    assert overlaps[star] == pytest.approx(0.79, abs=0.03)
+    assert overlaps[star] == pytest.approx(0.78, abs=0.03)
 
 
 def test_readme_scene_1_every_object_has_a_mask(demo_segmenter, scene_masks):
