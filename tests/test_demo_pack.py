@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 # Measured when the pack was made (demo pack v4; benchmarks/results/demo-eval.json has the full
 # figures): this test's held-out set gave strict mIoU 75.6 (144 sentences on 20 images; v3 71.2,
-# v2 66.6), and 32 of the 33 example expressions picked the named object (v3 33). The margins absorb ONNX Runtime's
-# last-bit differences between CPUs, which can flip a close argmax or a generator threshold.
+# v2 66.6), and 32 of the 33 example expressions picked the named object (v3 33). The margins
+# absorb ONNX Runtime's last-bit differences between CPUs, which can flip a close argmax or a
+# generator threshold.
 MIN_MIOU_FULL = 70.0
 MIN_EXAMPLES_RIGHT = 0.9
 
