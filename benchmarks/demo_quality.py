@@ -12,7 +12,10 @@ Torch-free (the runtime only). Five figures, all with the pack's own proposer ma
    visible mask farthest from the mask's boundary (cv2.distanceTransform, L2), decoded by the
    pack's decoder (`Proposer.encode`, `Proposer.decode`), each of the 3 multimask outputs
    upsampled as the generator does (`logit_masks` with the input frame's maps, the pack's mask
-   threshold); the best IoU with the true visible mask, mean and median over objects;
+   threshold); the best IoU with the true visible mask, mean and median over objects; and apart
+   for shapes touching one of their own colour (`touching_same_colour`) and the others, the
+   output the IoU head picks and the best of the generator's masks (pack defaults), with
+   best-of-3 by area and kind;
 2. `zsris-rt eval --proposals model --split val` on a `zsris-rt synth --seed 2026 --images 240`
    set (pack defaults, the paper's scoring): strict mIoU and P@0.5;
 3. examples/scenes.json: expressions whose chosen mask (proposer masks, pack defaults) has
@@ -51,7 +54,12 @@ from zsris_rt.errors import NoMaskError
 from zsris_rt.maskops import logit_masks
 from zsris_rt.pack import default_pack
 from zsris_rt.segmenter import Segmenter
-from zsris_rt.synthetic_refer import describe, draw_scene, write_synthetic_refer
+from zsris_rt.synthetic_refer import (
+    describe,
+    draw_scene,
+    touching_same_colour,
+    write_synthetic_refer,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -75,13 +83,25 @@ def interior_point(mask: np.ndarray) -> tuple[int, int]:
     return int(x), int(y)
 
 
+def _summary(rows: np.ndarray) -> dict:
+    """rows: best-of-3, the IoU head's pick, the generator's best mask (IoU each), per object."""
+    return {"objects": len(rows), "best_of_3": float(rows[:, 0].mean()),
+            "predicted_iou_pick": float(rows[:, 1].mean()),
+            "generator_best": float(rows[:, 2].mean()),
+            "generator_share_ge_0.9": float(np.mean(rows[:, 2] >= 0.9))}
+
+
 def point_prompts(seg: Segmenter, scenes: int) -> dict:
-    """Figure 1: best-of-3 IoU of a single interior point prompt per object."""
+    """Figure 1: best-of-3 IoU of a single interior point prompt per object; and, per object, the
+    mask the decoder's own predicted IoU picks and the best of the generator's masks (pack
+    defaults), broken down by shapes touching one of their colour, area and kind."""
     proposer = seg.proposer
     assert proposer is not None
     settings = proposer.settings
-    best: list[float] = []
-    chosen_by_iou: list[float] = []  # the output the decoder's own predicted IoU picks
+    rows: list[tuple[float, float, float]] = []
+    touching: list[bool] = []
+    areas: list[int] = []
+    kinds: list[str] = []
     for i in range(POINT_FIRST, POINT_FIRST + scenes):
         scene = draw_scene(np.random.default_rng(HELD_OUT_BASE + i))
         embedding = proposer.encode(scene.pixels)
@@ -93,14 +113,26 @@ def point_prompts(seg: Segmenter, scenes: int) -> dict:
         n, k = logits.shape[:2]
         masks = logit_masks(logits.reshape(n * k, *logits.shape[2:]), maps,
                             settings.mask_threshold).reshape(n, k, *truths[0].shape)
+        generated = proposer.generate(embedding).masks
         for truth, outputs, scores in zip(truths, masks, predicted, strict=True):
             ious = [iou(m, truth) for m in outputs]
-            best.append(max(ious))
-            chosen_by_iou.append(ious[int(np.argmax(scores))])
+            rows.append((max(ious), ious[int(np.argmax(scores))],
+                         max((iou(m, truth) for m in generated), default=0.0)))
+        touching.extend(touching_same_colour(scene))
+        areas.extend(int(m.sum()) for m in truths)
+        kinds.extend(obj.shape.kind for obj in scene.objects)
+    table, touch, area = np.array(rows), np.array(touching), np.array(areas)
+    best = table[:, 0]
+    bands = {"under 1000 px": area < 1000, "1000-3000 px": (area >= 1000) & (area < 3000),
+             "3000 px and over": area >= 3000}
     return {"scenes": scenes, "first_scene": POINT_FIRST, "objects": len(best),
             "mean": float(np.mean(best)), "median": float(np.median(best)),
-            "share_ge_0.5": float(np.mean(np.array(best) >= 0.5)),
-            "predicted_iou_pick_mean": float(np.mean(chosen_by_iou))}
+            "share_ge_0.5": float(np.mean(best >= 0.5)),
+            "predicted_iou_pick_mean": float(np.mean(table[:, 1])),
+            "touching_same_colour": _summary(table[touch]), "other": _summary(table[~touch]),
+            "best_of_3_by_area": {name: float(best[sel].mean()) for name, sel in bands.items()},
+            "best_of_3_by_kind": {kind: float(best[np.array(kinds) == kind].mean())
+                                  for kind in sorted(set(kinds))}}
 
 
 def pipeline_eval(pack: Path, images: int, seed: int, threads: int) -> dict:
@@ -232,6 +264,17 @@ def main() -> int:
     print("|---|" + "---|" * len(runs))
     for label, cell in _FIGURES:
         print(f"| {label} | " + " | ".join(cell(run) for run in runs) + " |")
+    print("\n| objects of figure 1 | n | best-of-3 | IoU head's pick | generator's best | "
+          "generator ≥ 0.9 |\n|---|---|---|---|---|---|")
+    for name in ("touching_same_colour", "other"):
+        part = points[name]
+        print(f"| {name.replace('_', ' ')} | {part['objects']} | {part['best_of_3']:.3f} | "
+              f"{part['predicted_iou_pick']:.3f} | {part['generator_best']:.3f} | "
+              f"{100 * part['generator_share_ge_0.9']:.0f} % |")
+    print("best-of-3 by area: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                            points["best_of_3_by_area"].items()))
+    print("best-of-3 by kind: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                            points["best_of_3_by_kind"].items()))
     print(f"\n{machine['processor']}, {machine['cpus']} CPUs, {args.threads} threads, "
           f"{machine['platform']}; {seconds['total']:.0f} s in all ({seconds}); wrote "
           f"{args.out}", file=sys.stderr)

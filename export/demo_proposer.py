@@ -24,7 +24,7 @@ from torch import nn
 
 from zsris_rt.pack import ProposerSettings
 from zsris_rt.proposer.input_frame import InputFrame, prepare_input
-from zsris_rt.synthetic_refer import SyntheticScene, draw_scene
+from zsris_rt.synthetic_refer import TOUCH_GAP, SyntheticScene, draw_scene, touching_same_colour
 
 from .choices import PROPOSER_STEPS
 from .onnx_sam import proposer_settings
@@ -55,7 +55,6 @@ BACKGROUND_PROMPTS = 0.2  # share of prompts on the background, whose target is 
 # Shapes touching a shape of their own colour are one blob of pixels, split only by shape; their
 # prompts are drawn (1 + TOUCHING_WEIGHT)× as often as the other shapes' (hard examples).
 TOUCHING_WEIGHT = 4.0
-TOUCH_GAP = 2  # pixels: shapes at most this far apart (a 1-pixel gap) count as touching
 # The image encoder starts as a random feature map that the decoder first learns to read; trained
 # from the first step, it stalls the decoder (held-out best-of-3 0.45 against 0.79 frozen, 1500
 # steps). So it stays frozen for the first ENCODER_FROZEN of the steps, then trains at
@@ -97,13 +96,7 @@ def _input_mask(mask: np.ndarray, frame: InputFrame, cells: int) -> np.ndarray:
 
 def _prompt_weights(scene: SyntheticScene) -> np.ndarray:
     """Each shape's share of the object prompts: hard examples (see TOUCHING_WEIGHT) weigh more."""
-    kernel = np.ones((2 * TOUCH_GAP + 1,) * 2, dtype=np.uint8)
-    objects = scene.objects
-    grown = [cv2.dilate(obj.mask.astype(np.uint8), kernel).astype(bool) for obj in objects]
-    touching = np.array([any(other.shape.colour == obj.shape.colour and (near & other.mask).any()
-                             for other in objects if other is not obj)
-                         for near, obj in zip(grown, objects, strict=True)])
-    weights = 1 + TOUCHING_WEIGHT * touching
+    weights = 1 + TOUCHING_WEIGHT * touching_same_colour(scene, TOUCH_GAP)
     return weights / weights.sum()
 
 

@@ -568,6 +568,22 @@ def draw_scene(rng: np.random.Generator, height: int = 240, width: int = 320,
     return SyntheticScene(_image(rng, objects, height, width, texture), objects, texture)
 
 
+
+TOUCH_GAP = 2  # pixels: shapes at most this far apart (a 1-pixel gap) count as touching
+
+
+def touching_same_colour(scene: SyntheticScene, gap: int = TOUCH_GAP) -> np.ndarray:
+    """Per object, whether it lies within `gap` pixels of another object of its colour: the two
+    are one blob of pixels, split only by shape, the demo proposer's hardest case (it trains on
+    them more often, and benchmarks/demo_quality.py reports them apart)."""
+    kernel = np.ones((2 * gap + 1,) * 2, dtype=np.uint8)
+    objects = scene.objects
+    grown = [cv2.dilate(obj.mask.astype(np.uint8), kernel).astype(bool) for obj in objects]
+    return np.array([any(other.shape.colour == obj.shape.colour and bool((near & other.mask).any())
+                         for other in objects if other is not obj)
+                     for near, obj in zip(grown, objects, strict=True)], dtype=bool)
+
+
 def write_synthetic_refer(root: str | Path, dataset: str = "refcoco", images: int = 8,
                           seed: int = 0, size: tuple[int, int] = (320, 240),
                           max_objects: int = MAX_OBJECTS, textures: bool = True,
