@@ -15,7 +15,15 @@ import pytest
 from refer_truth import Truth, load_truth
 
 from zsris_rt.commands.main import main
-from zsris_rt.synthetic_refer import COLOURS, write_synthetic_refer
+from zsris_rt.synthetic_refer import (
+    COLOURS,
+    TOUCH_GAP,
+    SceneObject,
+    Shape,
+    SyntheticScene,
+    touching_same_colour,
+    write_synthetic_refer,
+)
 
 KINDS = {1: "circle", 2: "square", 3: "triangle", 4: "star", 5: "ring"}
 CLEAR = 0.05  # of the shorter side: how far apart "clearly left of" means here
@@ -284,3 +292,18 @@ def test_synth_command(tmp_path, capsys):
     truth = load_truth(plain / "refcoco")
     assert {i["texture"] for i in truth.doc["images"]} == {"plain"}
     assert all(len(truth.image_annotations(i["id"])) == 2 for i in truth.doc["images"])
+
+
+def test_touching_same_colour_needs_the_colour_and_the_gap() -> None:
+    """Within TOUCH_GAP pixels and of one colour counts (a 1-pixel gap included); another
+    colour overlapping, or the same colour two pixels further off, does not."""
+    def scene(*shapes: Shape) -> SyntheticScene:
+        objects = [SceneObject(shape, shape.draw(120, 160), None) for shape in shapes]
+        return SyntheticScene(np.zeros((120, 160, 3), np.uint8), objects, "plain")
+
+    left = Shape("circle", "yellow", "big", (40, 40), 15)
+    near = Shape("circle", "yellow", "big", (40 + 30 + TOUCH_GAP, 40), 15)
+    far = Shape("circle", "yellow", "big", (40 + 30 + TOUCH_GAP + 2, 40), 15)
+    red = Shape("square", "red", "big", (40, 64), 12)  # overlaps `left`
+    assert touching_same_colour(scene(left, near, red)).tolist() == [True, True, False]
+    assert touching_same_colour(scene(left, far, red)).tolist() == [False, False, False]
