@@ -9,7 +9,7 @@ CLIP_FORMATS = ("auto", "openai", "hf", "open_clip")
 SAM_FORMATS = ("auto", "sam", "hf")
 
 CLIP_STEPS = 4000  # demo CLIP training steps, 8 scenes each
-PROPOSER_STEPS = 10000  # about 75 minutes on one thread (a third frozen); the CLIP 21 beside it
+PROPOSER_STEPS = 10000  # 71.5 minutes measured on one thread (a third frozen); CLIP 21 beside it
 
 # (vision width, layers, heads, patch; text width, layers, heads; embed dim)
 GEOMETRIES: dict[str, tuple[int, int, int, int, int, int, int, int]] = {

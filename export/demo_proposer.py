@@ -96,7 +96,7 @@ def _input_mask(mask: np.ndarray, frame: InputFrame, cells: int) -> np.ndarray:
 
 def _prompt_weights(scene: SyntheticScene) -> np.ndarray:
     """Each shape's share of the object prompts: hard examples (see TOUCHING_WEIGHT) weigh more."""
-    weights = 1 + TOUCHING_WEIGHT * touching_same_colour(scene, TOUCH_GAP)
+    weights = 1 + TOUCHING_WEIGHT * touching_same_colour(scene)
     return weights / weights.sum()
 
 

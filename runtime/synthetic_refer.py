@@ -49,6 +49,7 @@ PLACEMENT_TRIES = 50
 REPEAT_KIND = 0.4  # chance that a new shape repeats an earlier kind, so ordinals have groups
 MARGIN = 0.06  # of the shorter side: how clearly a referent must stand out along x or y
 MAX_OBJECTS = 5  # default; a few more fit at 320×240
+TOUCH_GAP = 2  # pixels: shapes at most this far apart (a 1-pixel gap) count as touching
 RELATIONS = ("left of", "right of", "above", "below")
 ORDINALS = ("second", "third")  # ranks 1 and 2 from one side; rank 0 is "leftmost"
 PHRASINGS = ("standard", "new")  # the sentence sets; "new": `new_candidates`
@@ -566,10 +567,6 @@ def draw_scene(rng: np.random.Generator, height: int = 240, width: int = 320,
     objects = _objects(_place(rng, height, width, max_objects), height, width, first_ann)
     texture = TEXTURES[int(rng.integers(len(TEXTURES)))] if textures else "plain"
     return SyntheticScene(_image(rng, objects, height, width, texture), objects, texture)
-
-
-
-TOUCH_GAP = 2  # pixels: shapes at most this far apart (a 1-pixel gap) count as touching
 
 
 def touching_same_colour(scene: SyntheticScene, gap: int = TOUCH_GAP) -> np.ndarray:
